@@ -1,0 +1,132 @@
+//! The channel to the agent: `ssh <host> <agent> connect <socket>` through the shared
+//! master, carrying length-prefixed bincode frames (nsh_wire::codec) both ways.
+
+use anyhow::{Context, Result, bail};
+use nsh_wire::agent_protocol::{AgentMsg, ClientMsg, PROTOCOL_VERSION};
+use nsh_wire::codec;
+use std::sync::Arc;
+
+use openssh::{Child, ChildStdin, ChildStdout, Session, Stdio};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+
+pub struct AgentChannel {
+    // Kept alive for as long as the channel: dropping it ends the remote `connect`.
+    _child: Child<Arc<Session>>,
+    reader: BufReader<ChildStdout>,
+    writer: BufWriter<ChildStdin>,
+    pub host: String,
+}
+
+/// What the agent said about itself.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    pub hostname: String,
+    pub nix_version: String,
+    pub store: String,
+}
+
+impl AgentChannel {
+    /// Connects to the agent serving `socket` on `host` and shakes hands with `token`.
+    pub async fn open(
+        session: Arc<Session>,
+        host: &str,
+        agent_path: &str,
+        socket: &str,
+        token: &str,
+    ) -> Result<(AgentChannel, AgentInfo)> {
+        let mut child = Session::to_command(session, agent_path.to_string());
+        child
+            .arg("connect")
+            .arg(socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = child
+            .spawn()
+            .await
+            .with_context(|| format!("cannot start the agent connection on {host}"))?;
+        let stdin = child
+            .stdin()
+            .take()
+            .context("no stdin for the agent channel")?;
+        let stdout = child
+            .stdout()
+            .take()
+            .context("no stdout for the agent channel")?;
+        let mut chan = AgentChannel {
+            _child: child,
+            reader: BufReader::with_capacity(256 << 10, stdout),
+            writer: BufWriter::with_capacity(256 << 10, stdin),
+            host: host.to_string(),
+        };
+        chan.send(&ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            token: token.to_string(),
+        })
+        .await?;
+        chan.flush().await?;
+        match chan.recv().await? {
+            AgentMsg::Hello {
+                version,
+                hostname,
+                nix_version,
+                store,
+            } => {
+                if version != PROTOCOL_VERSION {
+                    bail!(
+                        "the agent on {host} speaks protocol {version}, nsh speaks \
+                         {PROTOCOL_VERSION}; this should not happen as the agent is uploaded \
+                         by content — remove the state dir's agents/ directory"
+                    );
+                }
+                Ok((
+                    chan,
+                    AgentInfo {
+                        hostname,
+                        nix_version,
+                        store,
+                    },
+                ))
+            }
+            AgentMsg::Error { message } => bail!("the agent on {host} refused: {message}"),
+            other => bail!("the agent on {host} answered the handshake with {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
+        let frame = codec::encode_frame(msg)?;
+        self.writer
+            .write_all(&frame)
+            .await
+            .with_context(|| format!("lost the connection to the agent on {}", self.host))
+    }
+
+    pub async fn flush(&mut self) -> Result<()> {
+        self.writer
+            .flush()
+            .await
+            .with_context(|| format!("lost the connection to the agent on {}", self.host))
+    }
+
+    /// Next message from the agent; a closed channel is an error (the agent always ends
+    /// with `Bye` or `Error`).
+    pub async fn recv(&mut self) -> Result<AgentMsg> {
+        let mut header = [0u8; 4];
+        self.reader.read_exact(&mut header).await.with_context(|| {
+            format!(
+                "the connection to the agent on {} closed unexpectedly (agent killed, job \
+                 ended or SSH dropped)",
+                self.host
+            )
+        })?;
+        let len = codec::frame_len(header)
+            .with_context(|| format!("garbage from the agent on {}", self.host))?;
+        let mut body = vec![0u8; len];
+        self.reader
+            .read_exact(&mut body)
+            .await
+            .with_context(|| format!("truncated message from the agent on {}", self.host))?;
+        codec::decode_body(&body)
+            .with_context(|| format!("malformed message from the agent on {}", self.host))
+    }
+}

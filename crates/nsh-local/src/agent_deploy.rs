@@ -1,0 +1,99 @@
+//! Putting the agent binary on the cluster: once per state dir, named by its content.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use openssh::{Session, Stdio};
+use tokio::io::AsyncWriteExt;
+
+/// The agent binary nsh uploads, with its content id.
+#[derive(Clone)]
+pub struct AgentBinary {
+    pub path: PathBuf,
+    pub id: String,
+    pub file_name: String,
+}
+
+impl AgentBinary {
+    /// `$NSH_REMOTE_BINARY`, else `nsh-remote` next to this executable.
+    pub fn locate() -> Result<AgentBinary> {
+        let path = match std::env::var_os("NSH_REMOTE_BINARY") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                let exe = std::env::current_exe().context("cannot find nsh's own executable")?;
+                exe.parent()
+                    .map(|d| d.join("nsh-remote"))
+                    .context("nsh's executable has no directory")?
+            }
+        };
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read the agent binary {} (install nsh-remote next to nsh, or set \
+                 NSH_REMOTE_BINARY)",
+                path.display()
+            )
+        })?;
+        let id = nsh_wire::ids::content_id(&bytes);
+        Ok(AgentBinary {
+            path,
+            file_name: nsh_wire::ids::agent_file_name(&id),
+            id,
+        })
+    }
+}
+
+/// Makes sure `<agents_dir>/<file_name>` exists on the cluster; uploads it (temp file +
+/// rename, so concurrent hooks and a waiting job never see half a binary) if not.
+/// Returns the number of bytes uploaded (0 if it was there).
+pub async fn ensure_agent(
+    session: &Session,
+    host: &str,
+    agents_dir: &str,
+    agent: &AgentBinary,
+) -> Result<u64> {
+    let target = format!("{agents_dir}/{}", agent.file_name);
+    let present = session
+        .command("test")
+        .arg("-x")
+        .arg(&target)
+        .status()
+        .await
+        .with_context(|| format!("cannot run a command on {host} over SSH"))?;
+    if present.success() {
+        return Ok(0);
+    }
+    let bytes = tokio::fs::read(&agent.path)
+        .await
+        .with_context(|| format!("cannot read {}", agent.path.display()))?;
+    let script = "set -e; umask 077; mkdir -p \"$1\"; t=$(mktemp \"$1/.upload.XXXXXX\"); \
+                  cat > \"$t\"; chmod 0700 \"$t\"; mv -f \"$t\" \"$1/$2\"";
+    let mut child = session
+        .command("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("nsh-upload")
+        .arg(agents_dir)
+        .arg(&agent.file_name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .await
+        .with_context(|| format!("cannot start the agent upload to {host}"))?;
+    let mut stdin = child.stdin().take().context("no stdin for the upload")?;
+    stdin
+        .write_all(&bytes)
+        .await
+        .with_context(|| format!("uploading the agent to {host}:{target} failed"))?;
+    stdin.shutdown().await.ok();
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        bail!(
+            "uploading the agent to {host}:{target} failed: {} — check that slurm-state-dir \
+             ({agents_dir}/..) is writable by you on the cluster",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(bytes.len() as u64)
+}

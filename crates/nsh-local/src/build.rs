@@ -1,0 +1,369 @@
+//! One accepted build, from the submitted job to registered outputs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nsh_wire::agent_protocol::{AgentMsg, BuildRequest, BuildResult, ClientMsg};
+use nsh_wire::derivation::Derivation;
+
+use crate::agent_channel::AgentChannel;
+use crate::agent_deploy::{self, AgentBinary};
+use crate::config::Config;
+use crate::job_script::JobFiles;
+use crate::local_store::{LocalStore, PathRegistration};
+use crate::nix_log::Ui;
+use crate::scheduler::{JobId, JobState, Scheduler};
+use crate::ssh::SshPool;
+use crate::transfer;
+
+/// Everything one build needs, gathered before the job was submitted.
+pub struct Build<'a> {
+    pub ui: &'a Ui,
+    pub config: &'a Config,
+    pub store: LocalStore,
+    pub nix_settings: &'a BTreeMap<String, String>,
+    pub drv_path: String,
+    pub drv: Derivation,
+    pub inputs: Vec<String>,
+    pub wanted_outputs: Vec<String>,
+    pub job: JobId,
+    pub files: JobFiles,
+    pub token: String,
+    pub agent: AgentBinary,
+}
+
+/// How a build failed, for the hook's exit status (Nix: 100 permanent, 101 timed out).
+pub struct Failure {
+    pub exit_code: i32,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    fn misc(error: anyhow::Error) -> Failure {
+        Failure {
+            exit_code: 1,
+            error,
+        }
+    }
+}
+
+const LOG_TAIL_LINES: usize = 25;
+
+impl Build<'_> {
+    pub async fn run<S: Scheduler>(&self, sched: &S) -> Result<(), Failure> {
+        let host = self.wait_for_start(sched).await.map_err(Failure::misc)?;
+        self.ui
+            .info(&format!("nsh: job {} is running on {host}", self.job));
+        let pool = SshPool::new(&crate::runtime_dir::runtime_dir().map_err(Failure::misc)?)
+            .map_err(Failure::misc)?;
+        let session = Arc::new(pool.session(&host).await.map_err(Failure::misc)?);
+        let uploaded =
+            agent_deploy::ensure_agent(&session, &host, &self.files.agents_dir, &self.agent)
+                .await
+                .map_err(Failure::misc)?;
+        if uploaded > 0 {
+            self.ui.info(&format!(
+                "nsh: uploaded the agent ({uploaded} bytes) to {}",
+                self.files.agent
+            ));
+        }
+        let (mut chan, info) = AgentChannel::open(
+            session.clone(),
+            &host,
+            &self.files.agent,
+            &self.files.socket,
+            &self.token,
+        )
+        .await
+        .map_err(|e| {
+            Failure::misc(e.context(format!(
+                "job {} on {host}: the agent did not answer; its log is {} on the cluster",
+                self.job, self.files.log
+            )))
+        })?;
+        tracing::debug!(?info, "agent ready");
+        let result = self.run_with_agent(&mut chan, &host).await;
+        let collect = self.config.collect_garbage;
+        // Goodbye in every case: the agent removes the job's files and ends the job.
+        let bye = async {
+            chan.send(&ClientMsg::Goodbye {
+                collect_garbage: collect,
+            })
+            .await?;
+            chan.flush().await?;
+            loop {
+                match chan.recv().await? {
+                    AgentMsg::Bye => return Ok::<_, anyhow::Error>(()),
+                    AgentMsg::Error { message } => bail!("{message}"),
+                    _ => {}
+                }
+            }
+        };
+        let bye = tokio::time::timeout(Duration::from_secs(300), bye).await;
+        if result.is_ok() {
+            match bye {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.ui.warn(&format!(
+                    "nsh: job {} on {host}: cleaning up failed: {e:#}",
+                    self.job
+                )),
+                Err(_) => self.ui.warn(&format!(
+                    "nsh: job {} on {host}: the agent did not finish cleaning up in time",
+                    self.job
+                )),
+            }
+        }
+        result
+    }
+
+    /// Polls the scheduler until the job runs and names its host. Batch jobs start 1–3 s
+    /// after submission (baselines.md), so poll often first, then settle to once a second.
+    async fn wait_for_start<S: Scheduler>(&self, sched: &S) -> Result<String> {
+        let started = Instant::now();
+        let mut last_reason = None;
+        loop {
+            let status = sched
+                .status(&self.job)
+                .await
+                .with_context(|| format!("cannot get the state of job {}", self.job))?;
+            match status.state {
+                JobState::Running => {
+                    if let Some(host) = status.host.filter(|h| !h.is_empty()) {
+                        return Ok(host);
+                    }
+                }
+                JobState::Pending => {
+                    if status.reason != last_reason {
+                        if let Some(r) = status.reason.as_deref().filter(|r| *r != "None") {
+                            self.ui.info(&format!(
+                                "nsh: job {} is waiting in the queue ({r})",
+                                self.job
+                            ));
+                        }
+                        last_reason = status.reason.clone();
+                    }
+                }
+                JobState::Finished | JobState::Failed => bail!(
+                    "job {} ended ({}{}) before nsh could reach its agent; the job's log is {} \
+                     on the cluster",
+                    self.job,
+                    status.raw_state,
+                    status
+                        .exit_code
+                        .map(|c| format!(", exit code {c}"))
+                        .unwrap_or_default(),
+                    self.files.log
+                ),
+                JobState::Unknown => bail!(
+                    "the scheduler no longer knows job {} (cancelled by someone else?)",
+                    self.job
+                ),
+            }
+            let waited = started.elapsed();
+            let pause = if waited < Duration::from_secs(5) {
+                Duration::from_millis(100)
+            } else if waited < Duration::from_secs(30) {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(2)
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn run_with_agent(&self, chan: &mut AgentChannel, host: &str) -> Result<(), Failure> {
+        // Inputs: the derivation's own closure (the .drv files the remote realise reads)
+        // plus the closure of the input paths Nix passed.
+        let mut roots = vec![self.drv_path.clone()];
+        roots.extend(self.inputs.iter().cloned());
+        let closure = self.store.requisites(&roots).map_err(Failure::misc)?;
+        let t = Instant::now();
+        let stats = transfer::upload_missing(chan, &self.store, closure)
+            .await
+            .map_err(|e| Failure::misc(e.context(format!("job {} on {host}", self.job))))?;
+        self.ui.info(&format!(
+            "nsh: sent {} of {} paths ({} bytes, {} compressed) to {host} in {:.2}s",
+            stats.missing,
+            stats.closure,
+            stats.raw_bytes,
+            stats.sent_bytes,
+            t.elapsed().as_secs_f64()
+        ));
+
+        let result = self.remote_build(chan, host).await.map_err(Failure::misc)?;
+        if result.status != 0 {
+            return Err(self.build_failure(host, &result));
+        }
+        self.fetch_and_register(chan, host)
+            .await
+            .map_err(Failure::misc)
+    }
+
+    fn build_options(&self) -> Vec<(String, String)> {
+        let mut options = Vec::new();
+        for name in ["max-silent-time", "timeout"] {
+            if let Some(v) = self.nix_settings.get(name) {
+                options.push((name.to_string(), v.clone()));
+            }
+        }
+        let substitute = self
+            .nix_settings
+            .get("builders-use-substitutes")
+            .map(|v| v == "true")
+            .unwrap_or(false);
+        options.push(("substitute".into(), substitute.to_string()));
+        // The remote Nix must accept the features the derivation requires (`nsh` among them).
+        let mut features: BTreeSet<String> = self.config.system_features.iter().cloned().collect();
+        features.extend(self.drv.required_system_features());
+        options.push((
+            "system-features".into(),
+            features.into_iter().collect::<Vec<_>>().join(" "),
+        ));
+        options
+    }
+
+    async fn remote_build(&self, chan: &mut AgentChannel, host: &str) -> Result<BuildResult> {
+        chan.send(&ClientMsg::Build(BuildRequest {
+            drv_path: self.drv_path.clone(),
+            outputs: self.wanted_outputs.clone(),
+            options: self.build_options(),
+        }))
+        .await?;
+        chan.flush().await?;
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let mut keepalive = tokio::time::interval(Duration::from_secs(15));
+        keepalive.tick().await;
+        loop {
+            let msg = tokio::select! {
+                m = chan.recv() => m?,
+                _ = keepalive.tick() => {
+                    chan.send(&ClientMsg::Ping).await?;
+                    chan.flush().await?;
+                    continue;
+                }
+            };
+            match msg {
+                AgentMsg::Log(bytes) => {
+                    self.ui.build_log(&bytes);
+                    for line in String::from_utf8_lossy(&bytes).lines() {
+                        if tail.len() == LOG_TAIL_LINES {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line.to_string());
+                    }
+                }
+                AgentMsg::BuildDone(mut result) => {
+                    if result.status != 0 && !tail.is_empty() {
+                        result.message = format!(
+                            "{}\nlast {} log lines:\n{}",
+                            result.message.trim_end(),
+                            tail.len(),
+                            tail.iter()
+                                .map(|l| format!("> {l}"))
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        );
+                    }
+                    return Ok(result);
+                }
+                AgentMsg::Pong => {}
+                AgentMsg::Error { message } => {
+                    bail!("job {} on {host}: the agent failed: {message}", self.job)
+                }
+                other => bail!("unexpected message from the agent on {host}: {other:?}"),
+            }
+        }
+    }
+
+    fn build_failure(&self, host: &str, result: &BuildResult) -> Failure {
+        // nix-store exits 100 + bit flags: 1 = timed out.
+        let timed_out = result.status >= 100 && result.status & 1 == 1 && result.status < 128;
+        Failure {
+            exit_code: if timed_out { 101 } else { 100 },
+            error: anyhow!(
+                "build of '{}' failed in job {} on {host} (remote nix-store exit status {}): {}",
+                self.drv_path,
+                self.job,
+                result.status,
+                result.message.trim()
+            ),
+        }
+    }
+
+    async fn fetch_and_register(&self, chan: &mut AgentChannel, host: &str) -> Result<()> {
+        let expected: BTreeSet<String> = self
+            .drv
+            .outputs
+            .values()
+            .map(|o| o.path.clone())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let wanted: Vec<String> = expected.iter().cloned().collect();
+        let already = self.store.valid_subset(&wanted)?;
+        let mut fetched = Vec::new();
+        let t = Instant::now();
+        let mut bytes = 0;
+        for path in wanted.iter().filter(|p| !already.contains(*p)) {
+            let out = transfer::fetch_output(chan, &self.store, path)
+                .await
+                .with_context(|| format!("job {} on {host}", self.job))?;
+            bytes += out.nar_size;
+            fetched.push(out);
+        }
+        // References must be store paths that are valid here or registered together.
+        let registering: BTreeSet<&str> = fetched.iter().map(|f| f.info.path.as_str()).collect();
+        let mut outside = Vec::new();
+        for f in &fetched {
+            for r in &f.info.references {
+                nsh_wire::store_path::StorePath::parse(r, &self.store.store_dir).map_err(|e| {
+                    anyhow!(
+                        "output '{}' has an invalid reference '{r}': {e}",
+                        f.info.path
+                    )
+                })?;
+                if !registering.contains(r.as_str()) {
+                    outside.push(r.clone());
+                }
+            }
+        }
+        outside.sort();
+        outside.dedup();
+        let valid = self.store.valid_subset(&outside)?;
+        if let Some(bad) = outside.iter().find(|r| !valid.contains(*r)) {
+            for f in &fetched {
+                let _ = self.store.remove_stale(&f.info.path);
+            }
+            bail!(
+                "an output of '{}' refers to '{bad}', which is neither an output nor valid \
+                 locally; refused, nothing registered",
+                self.drv_path
+            );
+        }
+        let regs: Vec<PathRegistration> = fetched
+            .iter()
+            .map(|f| PathRegistration {
+                path: f.info.path.clone(),
+                nar_sha256_hex: f.nar_sha256_hex.clone(),
+                nar_size: f.nar_size,
+                // We know the deriver; the remote's word is not needed.
+                deriver: Some(self.drv_path.clone()),
+                references: f.info.references.clone(),
+            })
+            .collect();
+        if !regs.is_empty() {
+            self.store.register_valid(&regs).inspect_err(|_| {
+                for f in &fetched {
+                    let _ = self.store.remove_stale(&f.info.path);
+                }
+            })?;
+        }
+        self.ui.info(&format!(
+            "nsh: received {} output(s) ({bytes} bytes) from {host} in {:.2}s",
+            fetched.len(),
+            t.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,1781 @@
+//! `nsh.conf`: nix.conf syntax, Nix's lookup order, every setting of the spec with its default.
+//!
+//! Grammar (mirrors `applyConfigInner` in Nix's `src/libutil/configuration.cc`):
+//!
+//! ```plain
+//! file    = { line "\n" }
+//! line    = [ content ] [ "#" comment ]
+//! content = key "=" { word }          value = the words joined by single spaces
+//!         | "include" path            a missing file is an error
+//!         | "!include" path           a missing file is skipped
+//! ```
+//!
+//! A line is split into tokens on space, tab and CR; the second token must be exactly `=`, so
+//! `key=value` is an error, as in Nix. `extra-KEY = …` appends to a list setting. Relative
+//! include paths resolve against the including file's directory (against the working directory
+//! for `NSH_CONFIG`); includes nest at most [`MAX_INCLUDE_DEPTH`] deep.
+//!
+//! Lookup order, last wins (Nix's `loadConfFile`): `$NIX_CONF_DIR/nsh.conf`, then the user files
+//! of [`ConfigEnv::user_files`] applied in reverse (the first one listed wins), then the text of
+//! `NSH_CONFIG`. Unlike Nix, an unknown setting is an error, not a warning.
+//!
+//! The JWT (`slurm-jwt-token`) is a [`Secret`]: it never appears in an error, a warning or
+//! `Debug` output.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Include nesting limit; stops include cycles long before the stack is at risk.
+pub const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// Longest excerpt of a value quoted in an error message, in characters.
+const MAX_EXCERPT: usize = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobScheduler {
+    Slurm,
+    SlurmNative,
+    Pbs,
+}
+
+impl JobScheduler {
+    /// The spelling used in `nsh.conf`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobScheduler::Slurm => "slurm",
+            JobScheduler::SlurmNative => "slurm-native",
+            JobScheduler::Pbs => "pbs",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "slurm" => Some(JobScheduler::Slurm),
+            "slurm-native" => Some(JobScheduler::SlurmNative),
+            "pbs" => Some(JobScheduler::Pbs),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for JobScheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value that must never be printed: `Debug` shows `<redacted>`, and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it (the `X-SLURM-USER-TOKEN` header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// All settings of `nsh.conf` (spec §2), with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub job_scheduler: JobScheduler,
+    pub system: String,
+    pub system_features: Vec<String>,
+    pub mandatory_system_features: Vec<String>,
+    pub store_dir: String,
+    pub remote_store: String,
+    pub remote_nix_bin_dir: Option<String>,
+    pub collect_garbage: bool,
+    pub slurm_state_dir: Option<String>,
+    pub slurm_api_host: String,
+    pub slurm_api_port: u16,
+    /// `slurm-api-version`: force a REST API version (`v0.0.42`); `None` = negotiate.
+    pub slurm_api_version: Option<String>,
+    pub slurm_jwt_token: Option<Secret>,
+    pub slurm_extra_submission_params: serde_json::Map<String, serde_json::Value>,
+    pub slurm_conf: Option<PathBuf>,
+    pub pbs_host: Option<String>,
+    pub pbs_port: u16,
+    /// Where each setting came from, for error messages: setting name → `path:line`, or the
+    /// origin of a text source (`NSH_CONFIG`).
+    pub origins: BTreeMap<String, String>,
+    /// Files (and text sources) that were read, in the order they were applied.
+    pub files_read: Vec<String>,
+    /// Files that were looked for but do not exist.
+    pub files_missing: Vec<String>,
+    /// Problems that are not errors (e.g. a token in a world-readable file); the caller prints them.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    /// Every setting at its spec default; nothing read.
+    fn default() -> Self {
+        Config {
+            job_scheduler: JobScheduler::Slurm,
+            system: "x86_64-linux".into(),
+            system_features: vec!["nsh".into()],
+            mandatory_system_features: Vec::new(),
+            store_dir: "/nix/store".into(),
+            remote_store: "auto".into(),
+            remote_nix_bin_dir: None,
+            collect_garbage: false,
+            slurm_state_dir: None,
+            slurm_api_host: "localhost".into(),
+            slurm_api_port: 6820,
+            slurm_api_version: None,
+            slurm_jwt_token: None,
+            slurm_extra_submission_params: serde_json::Map::new(),
+            slurm_conf: None,
+            pbs_host: None,
+            pbs_port: 15001,
+            origins: BTreeMap::new(),
+            files_read: Vec::new(),
+            files_missing: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("nsh.conf: cannot read {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "nsh.conf: {at}: included file {path} not found (use '!include' to skip a missing file)"
+    )]
+    IncludeNotFound { at: String, path: String },
+    #[error(
+        "nsh.conf: {at}: includes nest more than {MAX_INCLUDE_DEPTH} deep at {path} (is there an include cycle?)"
+    )]
+    IncludeTooDeep { at: String, path: String },
+    #[error("nsh.conf: {at}: {problem}")]
+    Syntax { at: String, problem: String },
+    #[error("nsh.conf: {at}: unknown setting '{key}'{hint}")]
+    UnknownSetting {
+        at: String,
+        key: String,
+        /// ` (did you mean '…'?)` or empty.
+        hint: String,
+    },
+    #[error(
+        "nsh.conf: {at}: '{key}' cannot take the 'extra-' prefix; only list settings can (system-features, mandatory-system-features)"
+    )]
+    NotAppendable { at: String, key: String },
+    /// `value` is already quoted and cut to a short excerpt, or `<redacted>` for the token.
+    #[error("nsh.conf: {at}: bad value {value} for '{key}': expected {expected}")]
+    BadValue {
+        at: String,
+        key: String,
+        value: String,
+        expected: String,
+    },
+    #[error("nsh.conf: '{key}' is required when job-scheduler = {scheduler}; {hint} ({files})")]
+    Missing {
+        key: String,
+        /// The scheduler and where it was chosen, e.g. `slurm (the default)`.
+        scheduler: String,
+        hint: String,
+        /// Which files were read (or looked for, if none was found).
+        files: String,
+    },
+    #[error("nsh.conf: bad value for '{key}': expected {expected}")]
+    Invalid { key: String, expected: String },
+}
+
+/// One place settings come from, applied in order by [`load_from`].
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file; when `required` is false a missing file is recorded in `files_missing` and skipped.
+    File { path: PathBuf, required: bool },
+    /// A config body held in memory (`NSH_CONFIG`); relative includes resolve against
+    /// `base_dir`, or the working directory when it is `None`.
+    Text {
+        text: String,
+        origin: String,
+        base_dir: Option<PathBuf>,
+    },
+}
+
+/// The environment variables that decide where `nsh.conf` is looked for; injectable for tests.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigEnv {
+    pub nix_conf_dir: Option<String>,
+    pub nsh_user_conf_files: Option<String>,
+    pub xdg_config_home: Option<String>,
+    pub xdg_config_dirs: Option<String>,
+    pub home: Option<String>,
+    /// The text of `NSH_CONFIG`; a `Secret` because it may hold the token.
+    pub nsh_config: Option<Secret>,
+}
+
+impl ConfigEnv {
+    pub fn from_process() -> Self {
+        fn var(name: &str) -> Option<String> {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        }
+        #[allow(deprecated)] // Sound on Unix: `HOME`, then the passwd entry.
+        let home = var("HOME")
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::home_dir().map(|h| h.to_string_lossy().into_owned()));
+        ConfigEnv {
+            nix_conf_dir: var("NIX_CONF_DIR"),
+            nsh_user_conf_files: var("NSH_USER_CONF_FILES"),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
+            xdg_config_dirs: var("XDG_CONFIG_DIRS"),
+            home,
+            nsh_config: var("NSH_CONFIG").map(Secret),
+        }
+    }
+
+    /// `$NIX_CONF_DIR/nsh.conf`; an unset or empty `NIX_CONF_DIR` means `/etc/nix`.
+    pub fn system_file(&self) -> PathBuf {
+        let dir = self.nix_conf_dir.as_deref().filter(|d| !d.is_empty());
+        Path::new(dir.unwrap_or("/etc/nix")).join("nsh.conf")
+    }
+
+    /// The user files in precedence order, first wins (Nix's `getUserConfigFiles`):
+    /// `NSH_USER_CONF_FILES` split on `:` if set, else `$XDG_CONFIG_HOME/nix/nsh.conf`
+    /// (default `$HOME/.config`) then `DIR/nix/nsh.conf` for each `DIR` of `$XDG_CONFIG_DIRS`
+    /// (default `/etc/xdg`). An empty `XDG_CONFIG_HOME` counts as unset, as XDG says.
+    pub fn user_files(&self) -> Vec<PathBuf> {
+        if let Some(list) = &self.nsh_user_conf_files {
+            return list
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect();
+        }
+        let mut files = Vec::new();
+        let home_config = match self.xdg_config_home.as_deref().filter(|d| !d.is_empty()) {
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => self
+                .home
+                .as_deref()
+                .filter(|h| !h.is_empty())
+                .map(|h| Path::new(h).join(".config")),
+        };
+        files.extend(home_config.map(|d| d.join("nix/nsh.conf")));
+        let dirs = self.xdg_config_dirs.as_deref().unwrap_or("/etc/xdg");
+        files.extend(
+            dirs.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| Path::new(d).join("nix/nsh.conf")),
+        );
+        files
+    }
+
+    /// Everything to read, in application order (last wins).
+    pub fn sources(&self) -> Vec<Source> {
+        let mut sources = vec![Source::File {
+            path: self.system_file(),
+            required: false,
+        }];
+        for path in self.user_files().into_iter().rev() {
+            sources.push(Source::File {
+                path,
+                required: false,
+            });
+        }
+        if let Some(text) = &self.nsh_config {
+            sources.push(Source::Text {
+                text: text.expose().to_owned(),
+                origin: "NSH_CONFIG".into(),
+                base_dir: None,
+            });
+        }
+        sources
+    }
+}
+
+/// Reads the configuration the process environment points at, then [`Config::validate`]s it.
+pub fn load() -> Result<Config, ConfigError> {
+    load_with(&ConfigEnv::from_process())
+}
+
+/// [`load`] with an explicit environment.
+pub fn load_with(env: &ConfigEnv) -> Result<Config, ConfigError> {
+    let config = load_from(&env.sources())?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Applies `sources` in order over the defaults. Does not check required settings (see
+/// [`Config::validate`]); does fill `warnings`.
+pub fn load_from(sources: &[Source]) -> Result<Config, ConfigError> {
+    let mut loader = Loader::default();
+    for source in sources {
+        match source {
+            Source::File { path, required } => {
+                let shown = path.display().to_string();
+                match read_file(path)? {
+                    Some(text) => {
+                        loader.config.files_read.push(shown);
+                        loader.apply_text(&text, &Origin::File(path.clone()), 0)?;
+                    }
+                    None if *required => {
+                        let source = std::io::Error::from(std::io::ErrorKind::NotFound);
+                        return Err(ConfigError::Io {
+                            path: shown,
+                            source,
+                        });
+                    }
+                    None => loader.config.files_missing.push(shown),
+                }
+            }
+            Source::Text {
+                text,
+                origin,
+                base_dir,
+            } => {
+                loader.config.files_read.push(origin.clone());
+                let origin = Origin::Text {
+                    name: origin.clone(),
+                    base_dir: base_dir.clone(),
+                };
+                loader.apply_text(text, &origin, 0)?;
+            }
+        }
+    }
+    let mut config = loader.config;
+    let mut seen = Vec::new();
+    for path in loader.token_files {
+        if !seen.contains(&path) {
+            config.warnings.extend(warn_if_world_readable(&path));
+            seen.push(path);
+        }
+    }
+    Ok(config)
+}
+
+/// Parses one config body over the defaults, as if it were a file named `origin`
+/// (relative includes resolve against the working directory). No validation.
+pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    load_from(&[Source::Text {
+        text: text.into(),
+        origin: origin.into(),
+        base_dir: None,
+    }])
+}
+
+/// A warning if `path` (which sets `slurm-jwt-token`) can be read by group or others.
+pub fn warn_if_world_readable(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        world_readable_warning(path, mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// The pure part of [`warn_if_world_readable`].
+pub fn world_readable_warning(path: &Path, mode: u32) -> Option<String> {
+    if mode & 0o044 == 0 {
+        return None;
+    }
+    let shown = path.display();
+    let mut warning = format!(
+        "nsh.conf: warning: {shown} sets slurm-jwt-token but is readable by group or others (mode {:04o}); run 'chmod 600 {shown}'",
+        mode & 0o7777
+    );
+    if path.starts_with("/nix/store") {
+        warning.push_str(
+            ", or move the token out of the Nix store into a private file and '!include' it",
+        );
+    }
+    Some(warning)
+}
+
+impl Config {
+    /// Checks what can only be checked once every source is read: the settings the chosen
+    /// scheduler requires. Also re-checks invariants a hand-built `Config` could break.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if check_store_dir(&self.store_dir).is_err() {
+            return Err(invalid("store-dir", STORE_DIR_EXPECTED));
+        }
+        for (key, port) in [
+            ("slurm-api-port", self.slurm_api_port),
+            ("pbs-port", self.pbs_port),
+        ] {
+            if port == 0 {
+                return Err(invalid(key, PORT_EXPECTED));
+            }
+        }
+        let needs_state_dir = matches!(
+            self.job_scheduler,
+            JobScheduler::Slurm | JobScheduler::SlurmNative
+        );
+        if needs_state_dir && self.slurm_state_dir.is_none() {
+            return Err(self.missing(
+                "slurm-state-dir",
+                "set it to a directory every cluster node can see, e.g. slurm-state-dir = /home/<user>/.nsh",
+            ));
+        }
+        if self.job_scheduler == JobScheduler::Slurm && self.slurm_jwt_token.is_none() {
+            return Err(self.missing(
+                "slurm-jwt-token",
+                "set it to a JWT that slurmrestd accepts (see 'scontrol token'), in a file only the hook's user can read (chmod 600)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn missing(&self, key: &str, hint: &str) -> ConfigError {
+        let chosen = match self.origins.get("job-scheduler") {
+            Some(at) => format!("{} (set at {at})", self.job_scheduler),
+            None => format!("{} (the default)", self.job_scheduler),
+        };
+        let files = if self.files_read.is_empty() {
+            format!(
+                "no nsh.conf was found; looked for: {}",
+                self.files_missing.join(", ")
+            )
+        } else {
+            format!("read: {}", self.files_read.join(", "))
+        };
+        ConfigError::Missing {
+            key: key.into(),
+            scheduler: chosen,
+            hint: hint.into(),
+            files,
+        }
+    }
+}
+
+fn invalid(key: &str, expected: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        expected: expected.into(),
+    }
+}
+
+/// `Ok(None)` if the file does not exist.
+fn read_file(path: &Path) -> Result<Option<String>, ConfigError> {
+    let io_err = |source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|e| {
+            io_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.utf8_error(),
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+enum Origin {
+    File(PathBuf),
+    Text {
+        name: String,
+        base_dir: Option<PathBuf>,
+    },
+}
+
+impl Origin {
+    fn name(&self) -> String {
+        match self {
+            Origin::File(path) => path.display().to_string(),
+            Origin::Text { name, .. } => name.clone(),
+        }
+    }
+
+    fn resolve(&self, include: &str) -> PathBuf {
+        let include = Path::new(include);
+        let base = match self {
+            Origin::File(path) => path.parent().map(Path::to_path_buf),
+            Origin::Text { base_dir, .. } => base_dir.clone(),
+        };
+        match base {
+            Some(base) if include.is_relative() => base.join(include),
+            _ => include.to_path_buf(),
+        }
+    }
+}
+
+/// Where a setting was made: `at` for messages, `origin` for [`Config::origins`].
+struct Loc {
+    at: String,
+    origin: String,
+    file: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Loader {
+    config: Config,
+    /// Files that set `slurm-jwt-token`, checked for permissions at the end.
+    token_files: Vec<PathBuf>,
+}
+
+impl Loader {
+    fn apply_text(&mut self, text: &str, origin: &Origin, depth: usize) -> Result<(), ConfigError> {
+        let name = origin.name();
+        for (index, raw) in text.split('\n').enumerate() {
+            let line = raw.split('#').next().unwrap_or_default();
+            let tokens: Vec<&str> = line
+                .split([' ', '\t', '\r'])
+                .filter(|t| !t.is_empty())
+                .collect();
+            let Some(&first) = tokens.first() else {
+                continue;
+            };
+            let at = format!("{name}:{}", index + 1);
+            if first == "include" || first == "!include" {
+                let [_, include] = tokens[..] else {
+                    let problem = format!(
+                        "expected '{first} PATH' with a single path, found {}",
+                        describe_line(line)
+                    );
+                    return Err(ConfigError::Syntax { at, problem });
+                };
+                let path = origin.resolve(include);
+                let shown = path.display().to_string();
+                if depth + 1 > MAX_INCLUDE_DEPTH {
+                    return Err(ConfigError::IncludeTooDeep { at, path: shown });
+                }
+                match read_file(&path)? {
+                    Some(text) => {
+                        self.config.files_read.push(shown);
+                        self.apply_text(&text, &Origin::File(path), depth + 1)?;
+                    }
+                    None if first == "!include" => self.config.files_missing.push(shown),
+                    None => return Err(ConfigError::IncludeNotFound { at, path: shown }),
+                }
+                continue;
+            }
+            if tokens.get(1) != Some(&"=") {
+                let problem = if line.contains('=') {
+                    format!(
+                        "expected 'key = value' with spaces around '=', found {}",
+                        describe_line(line)
+                    )
+                } else {
+                    format!(
+                        "expected 'key = value', 'include PATH' or '!include PATH', found {}",
+                        describe_line(line)
+                    )
+                };
+                return Err(ConfigError::Syntax { at, problem });
+            }
+            let value = tokens.get(2..).unwrap_or_default().join(" ");
+            let origin_str = match origin {
+                Origin::File(_) => at.clone(),
+                Origin::Text { name, .. } => name.clone(),
+            };
+            let file = match origin {
+                Origin::File(path) => Some(path.clone()),
+                Origin::Text { .. } => None,
+            };
+            self.set(
+                first,
+                &value,
+                &Loc {
+                    at,
+                    origin: origin_str,
+                    file,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, key: &str, value: &str, loc: &Loc) -> Result<(), ConfigError> {
+        let (name, append) = match key.strip_prefix("extra-") {
+            Some(rest) if SETTINGS.contains(&rest) => (rest, true),
+            _ => (key, false),
+        };
+        if !SETTINGS.contains(&name) {
+            return Err(ConfigError::UnknownSetting {
+                at: loc.at.clone(),
+                key: show_key(key),
+                hint: suggest(key)
+                    .map(|s| format!(" (did you mean '{s}'?)"))
+                    .unwrap_or_default(),
+            });
+        }
+        if append && !LIST_SETTINGS.contains(&name) {
+            return Err(ConfigError::NotAppendable {
+                at: loc.at.clone(),
+                key: key.into(),
+            });
+        }
+        let bad = |expected: &str| ConfigError::BadValue {
+            at: loc.at.clone(),
+            key: key.into(),
+            value: excerpt(value),
+            expected: expected.into(),
+        };
+        let c = &mut self.config;
+        match name {
+            "job-scheduler" => {
+                c.job_scheduler = JobScheduler::parse(value)
+                    .ok_or_else(|| bad("one of slurm, slurm-native, pbs"))?;
+            }
+            "system" => {
+                if value.is_empty() || value.contains(' ') || !value.contains('-') {
+                    return Err(bad(
+                        "a Nix system type such as x86_64-linux or aarch64-linux",
+                    ));
+                }
+                c.system = value.into();
+            }
+            "system-features" | "mandatory-system-features" => {
+                let list = if name == "system-features" {
+                    &mut c.system_features
+                } else {
+                    &mut c.mandatory_system_features
+                };
+                if !append {
+                    list.clear();
+                }
+                for word in value.split(' ').filter(|w| !w.is_empty()) {
+                    if !list.iter().any(|f| f == word) {
+                        list.push(word.into());
+                    }
+                }
+            }
+            "store-dir" => {
+                check_store_dir(value).map_err(|()| bad(STORE_DIR_EXPECTED))?;
+                c.store_dir = value.into();
+            }
+            "remote-store" => {
+                let relative_path =
+                    !value.contains("://") && !value.starts_with('/') && value.contains('/');
+                if value.is_empty()
+                    || value.contains(' ')
+                    || relative_path
+                    || value.starts_with('~')
+                {
+                    return Err(bad(
+                        "a Nix store URL: auto, daemon, local, unix://…, ssh-ng://… or an absolute path such as /local/store",
+                    ));
+                }
+                c.remote_store = value.into();
+            }
+            "remote-nix-bin-dir" => {
+                c.remote_nix_bin_dir = optional_abs_dir(value)
+                    .map_err(|()| bad("an absolute directory holding nix-store on the cluster, e.g. /shared/nix/bin"))?;
+            }
+            "collect-garbage" => {
+                c.collect_garbage = match value {
+                    "true" | "yes" | "1" => true,
+                    "false" | "no" | "0" => false,
+                    _ => return Err(bad("true or false")),
+                };
+            }
+            "slurm-state-dir" => {
+                let expected = if value.starts_with('~') {
+                    "an absolute path ('~' is not expanded), e.g. /home/<user>/.nsh"
+                } else {
+                    "an absolute path without spaces that every cluster node can see, e.g. /home/<user>/.nsh"
+                };
+                c.slurm_state_dir = optional_abs_dir(value).map_err(|()| bad(expected))?;
+            }
+            "slurm-api-host" => {
+                let host_port = value.matches(':').count() == 1;
+                if value.is_empty() || value.contains([' ', '/']) || host_port {
+                    return Err(bad(
+                        "a host name or IP address without 'http://' or ':port' (set the port with slurm-api-port)",
+                    ));
+                }
+                c.slurm_api_host = value.into();
+            }
+            "slurm-api-port" => {
+                c.slurm_api_port = parse_port(value).ok_or_else(|| bad(PORT_EXPECTED))?
+            }
+            "pbs-port" => c.pbs_port = parse_port(value).ok_or_else(|| bad(PORT_EXPECTED))?,
+            "slurm-api-version" => {
+                c.slurm_api_version = match value {
+                    "" => None,
+                    v if is_api_version(v) => Some(v.into()),
+                    _ => {
+                        return Err(bad(
+                            "a slurmrestd API version such as v0.0.42, or nothing to negotiate one",
+                        ));
+                    }
+                };
+            }
+            "slurm-jwt-token" => {
+                if !value.chars().all(|ch| ch.is_ascii_graphic()) {
+                    return Err(ConfigError::BadValue {
+                        at: loc.at.clone(),
+                        key: key.into(),
+                        value: "<redacted>".into(),
+                        expected: "a single JWT without spaces or non-ASCII characters".into(),
+                    });
+                }
+                c.slurm_jwt_token = (!value.is_empty()).then(|| Secret(value.into()));
+                self.token_files.extend(loc.file.clone());
+            }
+            "slurm-extra-submission-params" => {
+                c.slurm_extra_submission_params = parse_json_object(value).map_err(|why| {
+                    bad(&format!(
+                        "a JSON object such as {{\"partition\": \"debug\"}} ({why})"
+                    ))
+                })?;
+            }
+            "slurm-conf" => {
+                c.slurm_conf = optional_abs_dir(value)
+                    .map_err(|()| bad("an absolute path to slurm.conf"))?
+                    .map(PathBuf::from);
+            }
+            "pbs-host" => {
+                if value.contains([' ', '/']) {
+                    return Err(bad("the PBS server's host name (PBS_SERVER in pbs.conf)"));
+                }
+                c.pbs_host = (!value.is_empty()).then(|| value.into());
+            }
+            _ => {
+                // SETTINGS and this match list the same names; an unhandled name is a bug
+                // here, reported as unknown rather than a panic.
+                return Err(ConfigError::UnknownSetting {
+                    at: loc.at.clone(),
+                    key: show_key(key),
+                    hint: String::new(),
+                });
+            }
+        }
+        self.config.origins.insert(name.into(), loc.origin.clone());
+        Ok(())
+    }
+}
+
+/// Every setting name, in spec order.
+pub const SETTINGS: &[&str] = &[
+    "job-scheduler",
+    "system",
+    "system-features",
+    "mandatory-system-features",
+    "store-dir",
+    "remote-store",
+    "remote-nix-bin-dir",
+    "collect-garbage",
+    "slurm-state-dir",
+    "slurm-api-host",
+    "slurm-api-port",
+    "slurm-api-version",
+    "slurm-jwt-token",
+    "slurm-extra-submission-params",
+    "slurm-conf",
+    "pbs-host",
+    "pbs-port",
+];
+
+/// The settings that take `extra-`.
+const LIST_SETTINGS: &[&str] = &["system-features", "mandatory-system-features"];
+
+const PORT_EXPECTED: &str = "a TCP port number from 1 to 65535";
+const STORE_DIR_EXPECTED: &str =
+    "an absolute path without a trailing slash, spaces, '.' or '..' components, e.g. /nix/store";
+
+fn check_store_dir(value: &str) -> Result<(), ()> {
+    let ok = value.starts_with('/')
+        && value.len() > 1
+        && !value.contains(' ')
+        && value
+            .split('/')
+            .skip(1)
+            .all(|part| !matches!(part, "" | "." | ".."));
+    if ok { Ok(()) } else { Err(()) }
+}
+
+/// Empty → `None`; otherwise an absolute path without spaces, trailing slashes removed.
+fn optional_abs_dir(value: &str) -> Result<Option<String>, ()> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !value.starts_with('/') || value.contains(' ') {
+        return Err(());
+    }
+    let trimmed = value.trim_end_matches('/');
+    Ok(Some(if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    }))
+}
+
+fn parse_port(value: &str) -> Option<u16> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse::<u16>().ok().filter(|&p| p != 0)
+}
+
+/// `v0.0.N` with one to three digits.
+fn is_api_version(value: &str) -> bool {
+    value
+        .strip_prefix("v0.0.")
+        .is_some_and(|n| (1..=3).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn parse_json_object(value: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    if value.is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(serde_json::Value::Array(_)) => Err("got a JSON array".into()),
+        Ok(serde_json::Value::String(_)) => Err("got a JSON string".into()),
+        Ok(serde_json::Value::Number(_)) => Err("got a JSON number".into()),
+        Ok(serde_json::Value::Bool(_)) => Err("got a JSON boolean".into()),
+        Ok(serde_json::Value::Null) => Err("got JSON null".into()),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+/// `'value'`, cut to [`MAX_EXCERPT`] characters, control characters shown as `?`.
+fn excerpt(value: &str) -> String {
+    let clean = |ch: char| if ch.is_control() { '?' } else { ch };
+    if value.chars().count() <= MAX_EXCERPT {
+        format!("'{}'", value.chars().map(clean).collect::<String>())
+    } else {
+        let cut: String = value.chars().take(MAX_EXCERPT - 3).map(clean).collect();
+        format!("'{cut}...'")
+    }
+}
+
+/// True if a line might hold the JWT, so it must not be echoed.
+fn may_hold_secret(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("jwt") || lower.contains("token") || text.contains("eyJ")
+}
+
+/// A malformed line for an error message, without risking the token.
+fn describe_line(line: &str) -> String {
+    let line = line.trim_matches([' ', '\t', '\r']);
+    if !may_hold_secret(line) {
+        return excerpt(line);
+    }
+    let key = line.split(['=', ' ', '\t']).next().unwrap_or_default();
+    if key.is_empty() || key.contains("eyJ") {
+        "a line that is not shown because it may hold a secret".into()
+    } else {
+        format!(
+            "a line starting with {} (the rest is not shown because it may hold a secret)",
+            excerpt(key)
+        )
+    }
+}
+
+/// An unknown key for an error message: cut short, and hidden if it looks like a JWT.
+fn show_key(key: &str) -> String {
+    if key.contains("eyJ") {
+        "<redacted>".into()
+    } else {
+        let quoted = excerpt(key);
+        quoted
+            .get(1..quoted.len() - 1)
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// The closest setting name (with `extra-` if the key had it), if close enough to be a typo.
+fn suggest(key: &str) -> Option<String> {
+    let normalized = key.to_ascii_lowercase().replace('_', "-");
+    let (prefix, bare, candidates) = match normalized.strip_prefix("extra-") {
+        Some(rest) => ("extra-", rest.to_owned(), LIST_SETTINGS),
+        None => ("", normalized.clone(), SETTINGS),
+    };
+    let (best, distance) = candidates
+        .iter()
+        .map(|c| (*c, edit_distance(&bare, c)))
+        .min_by_key(|&(_, d)| d)?;
+    let limit = if bare.chars().count() >= 10 { 3 } else { 2 };
+    (distance <= limit).then(|| format!("{prefix}{best}"))
+}
+
+/// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    let idx = |i: usize, j: usize| i * width + j;
+    for i in 0..=a.len() {
+        d[idx(i, 0)] = i;
+    }
+    for j in 0..=b.len() {
+        d[idx(0, j)] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[idx(i - 1, j)] + 1)
+                .min(d[idx(i, j - 1)] + 1)
+                .min(d[idx(i - 1, j - 1)] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[idx(i - 2, j - 2)] + 1);
+            }
+            d[idx(i, j)] = best;
+        }
+    }
+    d[idx(a.len(), b.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdW4iOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ";
+
+    /// A scratch directory removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Self {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::SeqCst);
+            let dir =
+                std::env::temp_dir().join(format!("nsh-config-test-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        /// Writes `rel` (mode 600) and returns its path.
+        fn write(&self, rel: &str, text: &str) -> PathBuf {
+            let path = self.0.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        }
+
+        fn path(&self, rel: &str) -> String {
+            self.0.join(rel).display().to_string()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn file(path: &Path) -> Source {
+        Source::File {
+            path: path.to_path_buf(),
+            required: true,
+        }
+    }
+
+    fn err(text: &str) -> String {
+        parse_str(text, "/etc/nix/nsh.conf")
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn ok(text: &str) -> Config {
+        parse_str(text, "/etc/nix/nsh.conf").unwrap()
+    }
+
+    fn slurm_ok() -> String {
+        format!("slurm-state-dir = /home/u/.nsh\nslurm-jwt-token = {TOKEN}\n")
+    }
+
+    // ---- defaults ----
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.job_scheduler, JobScheduler::Slurm);
+        assert_eq!(c.system, "x86_64-linux");
+        assert_eq!(c.system_features, vec!["nsh"]);
+        assert!(c.mandatory_system_features.is_empty());
+        assert_eq!(c.store_dir, "/nix/store");
+        assert_eq!(c.remote_store, "auto");
+        assert_eq!(c.remote_nix_bin_dir, None);
+        assert!(!c.collect_garbage);
+        assert_eq!(c.slurm_state_dir, None);
+        assert_eq!(c.slurm_api_host, "localhost");
+        assert_eq!(c.slurm_api_port, 6820);
+        assert_eq!(c.slurm_api_version, None);
+        assert!(c.slurm_jwt_token.is_none());
+        assert!(c.slurm_extra_submission_params.is_empty());
+        assert_eq!(c.slurm_conf, None);
+        assert_eq!(c.pbs_host, None);
+        assert_eq!(c.pbs_port, 15001);
+        assert!(c.origins.is_empty() && c.warnings.is_empty());
+    }
+
+    #[test]
+    fn empty_text_gives_defaults() {
+        let c = ok("");
+        assert_eq!(c.system_features, vec!["nsh"]);
+        assert_eq!(c.files_read, vec!["/etc/nix/nsh.conf"]);
+    }
+
+    #[test]
+    fn every_setting_parses() {
+        let c = ok(r#"
+job-scheduler = slurm-native
+system = aarch64-linux
+system-features = nsh big-parallel kvm
+mandatory-system-features = nsh
+store-dir = /gpfs/nix/store
+remote-store = /local/store
+remote-nix-bin-dir = /shared/nix/bin/
+collect-garbage = true
+slurm-state-dir = /home/u/.nsh/
+slurm-api-host = slurm.example.org
+slurm-api-port = 6821
+slurm-api-version = v0.0.42
+slurm-extra-submission-params = {"partition": "debug", "qos": "low"}
+slurm-conf = /etc/slurm/slurm.conf
+pbs-host = pbs.example.org
+pbs-port = 15002
+"#);
+        assert_eq!(c.job_scheduler, JobScheduler::SlurmNative);
+        assert_eq!(c.system, "aarch64-linux");
+        assert_eq!(c.system_features, vec!["nsh", "big-parallel", "kvm"]);
+        assert_eq!(c.mandatory_system_features, vec!["nsh"]);
+        assert_eq!(c.store_dir, "/gpfs/nix/store");
+        assert_eq!(c.remote_store, "/local/store");
+        assert_eq!(c.remote_nix_bin_dir.as_deref(), Some("/shared/nix/bin"));
+        assert!(c.collect_garbage);
+        assert_eq!(c.slurm_state_dir.as_deref(), Some("/home/u/.nsh"));
+        assert_eq!(c.slurm_api_host, "slurm.example.org");
+        assert_eq!(c.slurm_api_port, 6821);
+        assert_eq!(c.slurm_api_version.as_deref(), Some("v0.0.42"));
+        assert_eq!(c.slurm_extra_submission_params["partition"], "debug");
+        assert_eq!(c.slurm_extra_submission_params.len(), 2);
+        assert_eq!(c.slurm_conf, Some(PathBuf::from("/etc/slurm/slurm.conf")));
+        assert_eq!(c.pbs_host.as_deref(), Some("pbs.example.org"));
+        assert_eq!(c.pbs_port, 15002);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn empty_values_mean_unset() {
+        let c = ok(
+            "remote-nix-bin-dir =\nslurm-api-version =\nslurm-extra-submission-params =\npbs-host =\nslurm-conf =\nsystem-features =",
+        );
+        assert_eq!(c.remote_nix_bin_dir, None);
+        assert_eq!(c.slurm_api_version, None);
+        assert!(c.slurm_extra_submission_params.is_empty());
+        assert_eq!(c.pbs_host, None);
+        assert_eq!(c.slurm_conf, None);
+        assert!(c.system_features.is_empty());
+    }
+
+    // ---- syntax ----
+
+    #[test]
+    fn comments_blank_lines_and_whitespace() {
+        let c = ok(
+            "# a comment\n\n   \n\tsystem\t=\taarch64-linux   # trailing\r\nslurm-api-host = h # x = y\n#system = i686-linux\n",
+        );
+        assert_eq!(c.system, "aarch64-linux");
+        assert_eq!(c.slurm_api_host, "h");
+    }
+
+    #[test]
+    fn values_are_tokens_joined_by_single_spaces() {
+        let c = ok("system-features =   a\t\tb    c  \nmandatory-system-features = a a b");
+        assert_eq!(c.system_features, vec!["a", "b", "c"]);
+        assert_eq!(c.mandatory_system_features, vec!["a", "b"]);
+        let c = ok(r#"slurm-extra-submission-params = {"comment":   "two   spaces"}"#);
+        assert_eq!(c.slurm_extra_submission_params["comment"], "two spaces");
+    }
+
+    #[test]
+    fn equals_needs_spaces_like_nix() {
+        let e = err("\n\nsystem=aarch64-linux");
+        assert_eq!(
+            e,
+            "nsh.conf: /etc/nix/nsh.conf:3: expected 'key = value' with spaces around '=', found 'system=aarch64-linux'"
+        );
+        assert!(err("system =aarch64-linux").contains("spaces around '='"));
+    }
+
+    #[test]
+    fn line_without_equals() {
+        let e = err("system aarch64-linux");
+        assert_eq!(
+            e,
+            "nsh.conf: /etc/nix/nsh.conf:1: expected 'key = value', 'include PATH' or '!include PATH', found 'system aarch64-linux'"
+        );
+        assert!(err("lonely").contains(":1: expected 'key = value'"));
+    }
+
+    #[test]
+    fn later_definitions_override_earlier() {
+        let c = ok("system = a-b\nsystem = c-d\nsystem-features = x\nsystem-features = y");
+        assert_eq!(c.system, "c-d");
+        assert_eq!(c.system_features, vec!["y"]);
+        // A text source is recorded by name only; files get `path:line` (see the include tests).
+        assert_eq!(c.origins["system"], "/etc/nix/nsh.conf");
+    }
+
+    #[test]
+    fn extra_prefix_appends_to_lists() {
+        let c =
+            ok("extra-system-features = kvm big-parallel\nextra-mandatory-system-features = nsh");
+        assert_eq!(c.system_features, vec!["nsh", "kvm", "big-parallel"]);
+        assert_eq!(c.mandatory_system_features, vec!["nsh"]);
+        let c = ok("system-features = a\nextra-system-features = b\nsystem-features = c");
+        assert_eq!(c.system_features, vec!["c"]);
+    }
+
+    #[test]
+    fn extra_prefix_on_scalar_is_an_error() {
+        assert_eq!(
+            err("extra-store-dir = /x"),
+            "nsh.conf: /etc/nix/nsh.conf:1: 'extra-store-dir' cannot take the 'extra-' prefix; only list settings can (system-features, mandatory-system-features)"
+        );
+    }
+
+    // ---- unknown keys ----
+
+    #[test]
+    fn unknown_key_with_suggestion() {
+        assert_eq!(
+            err("\n\nslurm-api-hots = x"),
+            "nsh.conf: /etc/nix/nsh.conf:3: unknown setting 'slurm-api-hots' (did you mean 'slurm-api-host'?)"
+        );
+        assert!(err("slurm_state_dir = /x").ends_with("(did you mean 'slurm-state-dir'?)"));
+        assert!(err("Collect-Garbage = true").ends_with("(did you mean 'collect-garbage'?)"));
+        assert!(
+            err("extra-system-feature = x").ends_with("(did you mean 'extra-system-features'?)")
+        );
+        assert!(err("slurm-jwt-tokn = x").ends_with("(did you mean 'slurm-jwt-token'?)"));
+    }
+
+    #[test]
+    fn unknown_key_without_suggestion() {
+        assert_eq!(
+            err("builders = @/etc/nix/machines"),
+            "nsh.conf: /etc/nix/nsh.conf:1: unknown setting 'builders'"
+        );
+        assert_eq!(
+            err("extra-foo = x"),
+            "nsh.conf: /etc/nix/nsh.conf:1: unknown setting 'extra-foo'"
+        );
+    }
+
+    // ---- bad values ----
+
+    #[test]
+    fn bad_bool() {
+        assert_eq!(
+            err("collect-garbage = maybe"),
+            "nsh.conf: /etc/nix/nsh.conf:1: bad value 'maybe' for 'collect-garbage': expected true or false"
+        );
+        for (text, want) in [
+            ("true", true),
+            ("yes", true),
+            ("1", true),
+            ("false", false),
+            ("no", false),
+            ("0", false),
+        ] {
+            assert_eq!(
+                ok(&format!("collect-garbage = {text}")).collect_garbage,
+                want
+            );
+        }
+        assert!(err("collect-garbage = True").contains("bad value 'True'"));
+        assert!(err("collect-garbage =").contains("bad value ''"));
+    }
+
+    #[test]
+    fn bad_port() {
+        assert_eq!(
+            err("slurm-api-port = 70000"),
+            "nsh.conf: /etc/nix/nsh.conf:1: bad value '70000' for 'slurm-api-port': expected a TCP port number from 1 to 65535"
+        );
+        for bad in [
+            "0",
+            "-1",
+            "+80",
+            "http",
+            "",
+            "68 20",
+            "99999999999999999999999",
+        ] {
+            assert!(
+                err(&format!("slurm-api-port = {bad}")).contains("expected a TCP port"),
+                "{bad}"
+            );
+            assert!(
+                err(&format!("pbs-port = {bad}")).contains("'pbs-port'"),
+                "{bad}"
+            );
+        }
+        assert_eq!(ok("slurm-api-port = 65535").slurm_api_port, 65535);
+        assert_eq!(ok("pbs-port = 1").pbs_port, 1);
+    }
+
+    #[test]
+    fn bad_scheduler() {
+        assert_eq!(
+            err("job-scheduler = SLURM"),
+            "nsh.conf: /etc/nix/nsh.conf:1: bad value 'SLURM' for 'job-scheduler': expected one of slurm, slurm-native, pbs"
+        );
+        assert_eq!(ok("job-scheduler = pbs").job_scheduler, JobScheduler::Pbs);
+    }
+
+    #[test]
+    fn bad_json() {
+        let e = err("slurm-extra-submission-params = {partition: debug}");
+        assert!(e.starts_with("nsh.conf: /etc/nix/nsh.conf:1: bad value '{partition: debug}' for 'slurm-extra-submission-params': expected a JSON object"), "{e}");
+        assert!(e.contains("invalid JSON"), "{e}");
+        let e = err(r#"slurm-extra-submission-params = ["a"]"#);
+        assert!(e.contains("got a JSON array"), "{e}");
+        let long = format!(
+            r#"slurm-extra-submission-params = {{"comment": "{}"#,
+            "x".repeat(500)
+        );
+        let e = err(&long);
+        let quoted = e.split('\'').nth(1).unwrap();
+        assert!(quoted.chars().count() <= 60, "{quoted}");
+        assert!(!e.contains(&"x".repeat(61)));
+    }
+
+    #[test]
+    fn bad_paths() {
+        for bad in [
+            "nix/store",
+            "/nix/store/",
+            "/",
+            "/nix//store",
+            "/nix/./store",
+            "/nix/../store",
+            "/my store",
+        ] {
+            assert!(
+                err(&format!("store-dir = {bad}"))
+                    .contains("expected an absolute path without a trailing slash"),
+                "{bad}"
+            );
+        }
+        assert!(err("slurm-state-dir = ~/.nsh").contains("'~' is not expanded"));
+        assert!(err("slurm-state-dir = .nsh").contains("expected an absolute path"));
+        assert!(err("remote-nix-bin-dir = bin").contains("'remote-nix-bin-dir'"));
+        assert!(err("slurm-conf = slurm.conf").contains("'slurm-conf'"));
+        assert!(err("remote-store = ./store").contains("'remote-store'"));
+        assert!(err("remote-store =").contains("'remote-store'"));
+        assert_eq!(
+            ok("remote-store = ssh-ng://host?x=1").remote_store,
+            "ssh-ng://host?x=1"
+        );
+        assert_eq!(
+            ok("slurm-state-dir = /").slurm_state_dir.as_deref(),
+            Some("/")
+        );
+    }
+
+    #[test]
+    fn bad_host_system_and_version() {
+        assert!(err("slurm-api-host = http://localhost").contains("without 'http://'"));
+        assert!(err("slurm-api-host = localhost:6820").contains("slurm-api-port"));
+        assert_eq!(ok("slurm-api-host = ::1").slurm_api_host, "::1");
+        assert!(err("system = x86_64").contains("Nix system type"));
+        assert!(err("slurm-api-version = 0.0.42").contains("v0.0.42"));
+        assert!(err("slurm-api-version = v0.0.").contains("'slurm-api-version'"));
+        assert!(err("slurm-api-version = v0.0.4x").contains("'slurm-api-version'"));
+        assert_eq!(
+            ok("slurm-api-version = v0.0.40")
+                .slurm_api_version
+                .as_deref(),
+            Some("v0.0.40")
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let e = err(&format!("system = {}", "y".repeat(200)));
+        assert!(e.contains(&format!("'{}...'", "y".repeat(57))), "{e}");
+        assert!(!e.contains(&"y".repeat(58)));
+    }
+
+    // ---- the token ----
+
+    #[test]
+    fn token_is_secret() {
+        let c = ok(&format!("slurm-jwt-token = {TOKEN}"));
+        assert_eq!(c.slurm_jwt_token.as_ref().unwrap().expose(), TOKEN);
+        let debug = format!("{c:?}");
+        assert!(!debug.contains(TOKEN) && !debug.contains("eyJ"), "{debug}");
+        assert!(debug.contains("<redacted>"));
+        let env = ConfigEnv {
+            nsh_config: Some(Secret::new(format!("slurm-jwt-token = {TOKEN}"))),
+            ..Default::default()
+        };
+        assert!(!format!("{env:?}").contains("eyJ"));
+    }
+
+    #[test]
+    fn token_never_in_messages() {
+        let cases = [
+            format!("slurm-jwt-token = {TOKEN} extra"),
+            format!("slurm-jwt-token = {TOKEN}\u{7f}"),
+            format!("slurm-jwt-token={TOKEN}"),
+            format!("slurm-jwt-token {TOKEN}"),
+            format!("slurm-jwt-tokn = {TOKEN}"),
+            format!("slurm_jwt_token={TOKEN}"),
+            TOKEN.to_string(),
+            format!("{TOKEN} = x"),
+            format!("include {TOKEN} x"),
+        ];
+        for text in &cases {
+            let e = parse_str(text, "NSH_CONFIG").unwrap_err();
+            for shown in [e.to_string(), format!("{e:?}")] {
+                assert!(!shown.contains("eyJ"), "{text} -> {shown}");
+                assert!(!shown.contains("c2VjcmV0"), "{text} -> {shown}");
+            }
+        }
+        assert_eq!(
+            parse_str(&format!("slurm-jwt-token = {TOKEN} x"), "NSH_CONFIG")
+                .unwrap_err()
+                .to_string(),
+            "nsh.conf: NSH_CONFIG:1: bad value <redacted> for 'slurm-jwt-token': expected a single JWT without spaces or non-ASCII characters"
+        );
+        assert_eq!(
+            parse_str(&format!("slurm-jwt-token={TOKEN}"), "NSH_CONFIG")
+                .unwrap_err()
+                .to_string(),
+            "nsh.conf: NSH_CONFIG:1: expected 'key = value' with spaces around '=', found a line starting with 'slurm-jwt-token' (the rest is not shown because it may hold a secret)"
+        );
+    }
+
+    #[test]
+    fn world_readable_warning_text() {
+        assert_eq!(
+            world_readable_warning(Path::new("/etc/nix/nsh.conf"), 0o100600),
+            None
+        );
+        assert_eq!(
+            world_readable_warning(Path::new("/etc/nix/nsh.conf"), 0o100400),
+            None
+        );
+        assert_eq!(
+            world_readable_warning(Path::new("/etc/nix/nsh.conf"), 0o100644).unwrap(),
+            "nsh.conf: warning: /etc/nix/nsh.conf sets slurm-jwt-token but is readable by group or others (mode 0644); run 'chmod 600 /etc/nix/nsh.conf'"
+        );
+        assert!(world_readable_warning(Path::new("/etc/nix/nsh.conf"), 0o640).is_some());
+        assert!(
+            world_readable_warning(Path::new("/nix/store/abc-nsh.conf"), 0o444)
+                .unwrap()
+                .contains("out of the Nix store")
+        );
+    }
+
+    #[test]
+    fn world_readable_file_with_token_warns() {
+        let s = Scratch::new();
+        let private = s.write("private.conf", &format!("slurm-jwt-token = {TOKEN}\n"));
+        let public = s.write("nsh.conf", "system = aarch64-linux\ninclude private.conf\n");
+        std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // The public file holds no token: no warning.
+        let c = load_from(&[file(&public)]).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let c = load_from(&[file(&public)]).unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains(&s.path("private.conf")) && c.warnings[0].contains("0604"));
+        assert!(!c.warnings[0].contains("eyJ"));
+        // A token in NSH_CONFIG is not a file: nothing to warn about.
+        let c = parse_str(&format!("slurm-jwt-token = {TOKEN}"), "NSH_CONFIG").unwrap();
+        assert!(c.warnings.is_empty());
+    }
+
+    // ---- includes ----
+
+    #[test]
+    fn include_and_bang_include() {
+        let s = Scratch::new();
+        s.write(
+            "sub/extra.conf",
+            "slurm-api-port = 7000\n!include missing.conf\n",
+        );
+        let main = s.write(
+            "nsh.conf",
+            "include sub/extra.conf\nsystem = a-b\n!include nope.conf\n",
+        );
+        let c = load_from(&[file(&main)]).unwrap();
+        assert_eq!(c.slurm_api_port, 7000);
+        assert_eq!(
+            c.origins["slurm-api-port"],
+            format!("{}:1", s.path("sub/extra.conf"))
+        );
+        assert_eq!(
+            c.files_read,
+            vec![s.path("nsh.conf"), s.path("sub/extra.conf")]
+        );
+        assert!(c.files_missing.contains(&s.path("sub/missing.conf")));
+        assert!(c.files_missing.contains(&s.path("nope.conf")));
+    }
+
+    #[test]
+    fn include_missing_is_an_error() {
+        let s = Scratch::new();
+        let main = s.write("nsh.conf", "\ninclude gone.conf\n");
+        let e = load_from(&[file(&main)]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "nsh.conf: {}:2: included file {} not found (use '!include' to skip a missing file)",
+                s.path("nsh.conf"),
+                s.path("gone.conf")
+            )
+        );
+    }
+
+    #[test]
+    fn include_absolute_path_and_override_order() {
+        let s = Scratch::new();
+        let inc = s.write("abs.conf", "system = inc-luded\n");
+        let main = s.write(
+            "d/nsh.conf",
+            &format!("system = before-x\ninclude {}\n", inc.display()),
+        );
+        assert_eq!(load_from(&[file(&main)]).unwrap().system, "inc-luded");
+        let main = s.write(
+            "d/nsh2.conf",
+            &format!("include {}\nsystem = after-x\n", inc.display()),
+        );
+        assert_eq!(load_from(&[file(&main)]).unwrap().system, "after-x");
+    }
+
+    #[test]
+    fn include_cycle_is_stopped() {
+        let s = Scratch::new();
+        s.write("a.conf", "include b.conf\n");
+        let b = s.write("b.conf", "include a.conf\n");
+        let e = load_from(&[file(&b)]).unwrap_err().to_string();
+        assert!(e.contains("includes nest more than 16 deep"), "{e}");
+        let own = s.write("self.conf", "!include self.conf\n");
+        assert!(matches!(
+            load_from(&[file(&own)]),
+            Err(ConfigError::IncludeTooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn include_syntax_errors() {
+        assert!(err("include").contains("expected 'include PATH' with a single path"));
+        assert!(err("!include a b").contains("expected '!include PATH' with a single path"));
+        assert!(err("include = x").contains("expected 'include PATH'"));
+    }
+
+    #[test]
+    fn include_errors_name_the_included_file() {
+        let s = Scratch::new();
+        s.write("inc.conf", "\n\ncollect-garbage = sometimes\n");
+        let main = s.write("nsh.conf", "include inc.conf\n");
+        let e = load_from(&[file(&main)]).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "nsh.conf: {}:3: bad value 'sometimes'",
+                s.path("inc.conf")
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unreadable_and_non_utf8_files_are_errors() {
+        let s = Scratch::new();
+        let bad = s.0.join("bin.conf");
+        std::fs::write(&bad, b"system = \xff\xfe\n").unwrap();
+        let e = load_from(&[file(&bad)]).unwrap_err();
+        assert!(e.to_string().starts_with("nsh.conf: cannot read "), "{e}");
+        let dir = s.0.join("adir");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(load_from(&[file(&dir)]).is_err());
+        let missing = s.0.join("none.conf");
+        assert!(load_from(&[file(&missing)]).is_err());
+        let c = load_from(&[Source::File {
+            path: missing,
+            required: false,
+        }])
+        .unwrap();
+        assert_eq!(c.files_missing, vec![s.path("none.conf")]);
+    }
+
+    // ---- lookup order ----
+
+    fn env_in(s: &Scratch) -> ConfigEnv {
+        ConfigEnv {
+            nix_conf_dir: Some(s.path("etc-nix")),
+            nsh_user_conf_files: None,
+            xdg_config_home: None,
+            xdg_config_dirs: Some(format!("{}:{}", s.path("xdg1"), s.path("xdg2"))),
+            home: Some(s.path("home")),
+            nsh_config: None,
+        }
+    }
+
+    #[test]
+    fn user_file_list() {
+        let env = ConfigEnv {
+            home: Some("/root".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            env.user_files(),
+            vec![
+                PathBuf::from("/root/.config/nix/nsh.conf"),
+                PathBuf::from("/etc/xdg/nix/nsh.conf")
+            ]
+        );
+        assert_eq!(env.system_file(), PathBuf::from("/etc/nix/nsh.conf"));
+        let env = ConfigEnv {
+            nix_conf_dir: Some(String::new()),
+            xdg_config_home: Some("/x".into()),
+            xdg_config_dirs: Some(String::new()),
+            home: Some("/root".into()),
+            ..Default::default()
+        };
+        assert_eq!(env.user_files(), vec![PathBuf::from("/x/nix/nsh.conf")]);
+        assert_eq!(env.system_file(), PathBuf::from("/etc/nix/nsh.conf"));
+        let env = ConfigEnv {
+            nsh_user_conf_files: Some("/a.conf::/b.conf".into()),
+            ..env
+        };
+        assert_eq!(
+            env.user_files(),
+            vec![PathBuf::from("/a.conf"), PathBuf::from("/b.conf")]
+        );
+    }
+
+    #[test]
+    fn override_order_system_user_env() {
+        let s = Scratch::new();
+        s.write(
+            "etc-nix/nsh.conf",
+            &format!(
+                "{}system = sys-tem\nslurm-api-host = sys\npbs-port = 1\nslurm-api-port = 1\n",
+                slurm_ok()
+            ),
+        );
+        s.write("xdg2/nix/nsh.conf", "slurm-api-host = xdg2\npbs-port = 2\nslurm-api-port = 2\nextra-system-features = two\n");
+        s.write(
+            "xdg1/nix/nsh.conf",
+            "slurm-api-host = xdg1\npbs-port = 3\nextra-system-features = one\n",
+        );
+        s.write("home/.config/nix/nsh.conf", "slurm-api-host = home\n");
+        let mut env = env_in(&s);
+        env.nsh_config = Some(Secret::new("system = env-sys\n"));
+        let c = load_with(&env).unwrap();
+        assert_eq!(c.system, "env-sys");
+        assert_eq!(c.origins["system"], "NSH_CONFIG");
+        assert_eq!(c.slurm_api_host, "home");
+        assert_eq!(c.pbs_port, 3);
+        assert_eq!(c.slurm_api_port, 2);
+        assert_eq!(c.system_features, vec!["nsh", "two", "one"]);
+        assert_eq!(
+            c.origins["slurm-api-port"],
+            format!("{}:3", s.path("xdg2/nix/nsh.conf"))
+        );
+        assert_eq!(
+            c.files_read,
+            vec![
+                s.path("etc-nix/nsh.conf"),
+                s.path("xdg2/nix/nsh.conf"),
+                s.path("xdg1/nix/nsh.conf"),
+                s.path("home/.config/nix/nsh.conf"),
+                "NSH_CONFIG".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn xdg_config_home_and_user_conf_files() {
+        let s = Scratch::new();
+        s.write("etc-nix/nsh.conf", &slurm_ok());
+        s.write("cfg/nix/nsh.conf", "system = cfg-home\n");
+        s.write("home/.config/nix/nsh.conf", "system = home-dot-config\n");
+        let mut env = env_in(&s);
+        env.xdg_config_home = Some(s.path("cfg"));
+        assert_eq!(load_with(&env).unwrap().system, "cfg-home");
+        // NSH_USER_CONF_FILES replaces the list; its first file wins.
+        s.write("u1.conf", "system = first-file\n");
+        s.write("u2.conf", "system = second-file\nslurm-api-host = u2\n");
+        env.nsh_user_conf_files = Some(format!(
+            "{}:{}:{}",
+            s.path("u1.conf"),
+            s.path("none.conf"),
+            s.path("u2.conf")
+        ));
+        let c = load_with(&env).unwrap();
+        assert_eq!(c.system, "first-file");
+        assert_eq!(c.slurm_api_host, "u2");
+        assert!(c.files_missing.contains(&s.path("none.conf")));
+    }
+
+    #[test]
+    fn nsh_config_text_and_errors() {
+        let s = Scratch::new();
+        let mut env = env_in(&s);
+        env.nsh_config = Some(Secret::new(format!("{}\nbogus = 1", slurm_ok())));
+        assert_eq!(
+            load_with(&env).unwrap_err().to_string(),
+            "nsh.conf: NSH_CONFIG:4: unknown setting 'bogus'"
+        );
+        env.nsh_config = Some(Secret::new(slurm_ok()));
+        let c = load_with(&env).unwrap();
+        assert_eq!(c.files_read, vec!["NSH_CONFIG"]);
+        assert_eq!(c.files_missing.len(), 4);
+        let text = Source::Text {
+            text: "include inc.conf".into(),
+            origin: "NSH_CONFIG".into(),
+            base_dir: Some(s.0.clone()),
+        };
+        s.write("inc.conf", "system = from-include\n");
+        assert_eq!(load_from(&[text]).unwrap().system, "from-include");
+    }
+
+    // ---- required settings ----
+
+    #[test]
+    fn missing_state_dir_for_slurm() {
+        let s = Scratch::new();
+        s.write("etc-nix/nsh.conf", &format!("slurm-jwt-token = {TOKEN}\n"));
+        let e = load_with(&env_in(&s)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "nsh.conf: 'slurm-state-dir' is required when job-scheduler = slurm (the default); set it to a directory every cluster node can see, e.g. slurm-state-dir = /home/<user>/.nsh (read: {})",
+                s.path("etc-nix/nsh.conf")
+            )
+        );
+    }
+
+    #[test]
+    fn missing_with_no_files_lists_where_it_looked() {
+        let s = Scratch::new();
+        let e = load_with(&env_in(&s)).unwrap_err().to_string();
+        assert!(e.contains("no nsh.conf was found; looked for: "), "{e}");
+        assert!(
+            e.contains(&s.path("etc-nix/nsh.conf"))
+                && e.contains(&s.path("home/.config/nix/nsh.conf")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_per_scheduler() {
+        let e = ok("job-scheduler = slurm\nslurm-state-dir = /s")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("nsh.conf: 'slurm-jwt-token' is required when job-scheduler = slurm (set at /etc/nix/nsh.conf)"), "{e}");
+        let e = ok("job-scheduler = slurm-native")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "nsh.conf: 'slurm-state-dir' is required when job-scheduler = slurm-native"
+            ),
+            "{e}"
+        );
+        ok("job-scheduler = slurm-native\nslurm-state-dir = /s")
+            .validate()
+            .unwrap();
+        ok("job-scheduler = pbs").validate().unwrap();
+        ok(&slurm_ok()).validate().unwrap();
+        // An empty token counts as unset.
+        let e = ok("slurm-state-dir = /s\nslurm-jwt-token =")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'slurm-jwt-token' is required"));
+    }
+
+    #[test]
+    fn validate_rejects_hand_built_nonsense() {
+        let mut c = Config {
+            job_scheduler: JobScheduler::Pbs,
+            ..Config::default()
+        };
+        c.pbs_port = 0;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "nsh.conf: bad value for 'pbs-port': expected a TCP port number from 1 to 65535"
+        );
+        c.pbs_port = 1;
+        c.store_dir = "relative".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("'store-dir'")
+        );
+    }
+
+    // ---- robustness ----
+
+    #[test]
+    fn no_panic_on_odd_input() {
+        let odd = [
+            "=",
+            "= =",
+            "# only",
+            "\u{0}",
+            "é = ü",
+            "key = \u{7}",
+            "extra- = x",
+            "extra-",
+            "!include",
+            "include \u{0}",
+            "system-features = \u{200b}",
+            "\r\r\r",
+            "a\u{85}b = c",
+            "slurm-extra-submission-params = {\"a\":",
+            "slurm-extra-submission-params = 1e999999",
+        ];
+        for text in odd {
+            let _ = parse_str(text, "x");
+        }
+        let mut seed: u32 = 12345;
+        let alphabet: Vec<char> = "ab=# \t\r\n-!includextr{}\"é\u{0}/~.:01v".chars().collect();
+        for _ in 0..2000 {
+            let len = (seed % 40) as usize;
+            let mut text = String::new();
+            for _ in 0..len {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                text.push(alphabet[(seed >> 16) as usize % alphabet.len()]);
+            }
+            let _ = parse_str(&text, "fuzz");
+        }
+    }
+
+    #[test]
+    fn suggestion_distance() {
+        assert_eq!(edit_distance("slurm-api-hots", "slurm-api-host"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(suggest("sytem").as_deref(), Some("system"));
+        assert_eq!(suggest("zzzzzzzzzz"), None);
+    }
+}

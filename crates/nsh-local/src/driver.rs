@@ -1,0 +1,369 @@
+//! The build-hook protocol loop (design §2): settings, offers, replies, and after an accept
+//! the build itself. Nix reads our replies with a blocking read on its only worker thread,
+//! so every reply is sent as soon as it is known: for a cluster build, right after the
+//! scheduler accepted the job — never after waiting for the queue.
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Read};
+
+use anyhow::{Context, Result};
+use nsh_wire::derivation::Derivation;
+use nsh_wire::hook::{self, HookRequest, Offer, Reply};
+
+use crate::agent_deploy::AgentBinary;
+use crate::build::{Build, Failure};
+use crate::config::{Config, JobScheduler};
+use crate::fallback::Fallback;
+use crate::job_script::{self, JobFiles};
+use crate::local_store::LocalStore;
+use crate::nix_log::{self, Ui};
+use crate::routing::{Route, route};
+use crate::scheduler::slurm_rest::SlurmRest;
+use crate::scheduler::{JobSpec, Scheduler};
+
+/// Records the bytes a parser consumed, so they can be replayed to Nix's own hook.
+struct RecordingReader<R> {
+    inner: R,
+    recorded: Vec<u8>,
+}
+
+impl<R: Read> Read for RecordingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.recorded.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<R> RecordingReader<R> {
+    fn take_recorded(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.recorded)
+    }
+}
+
+fn reply(r: &Reply) {
+    nix_log::emit(&r.to_line());
+}
+
+/// Runs the hook; returns the process exit status.
+pub fn run(verbosity: &str) -> i32 {
+    let ui = Ui::from_hook_fds();
+    let mut input = RecordingReader {
+        inner: BufReader::new(std::io::stdin()),
+        recorded: Vec::new(),
+    };
+    let settings = match hook::read_settings(&mut input) {
+        Ok(s) => s,
+        Err(e) => {
+            ui.error(&format!("nsh: cannot read the settings Nix sent: {e}"));
+            return 1;
+        }
+    };
+    let raw_settings = input.take_recorded();
+    let nix_settings: BTreeMap<String, String> = settings.into_iter().collect();
+    let config = crate::config::load();
+    if let Ok(c) = &config {
+        for w in &c.warnings {
+            ui.warn(&format!("nsh: {w}"));
+        }
+    }
+    let mut fallback: Option<Fallback> = None;
+    let mut fallback_failed = false;
+
+    loop {
+        let request = match hook::read_request(&mut input) {
+            Ok(r) => r,
+            Err(e) => {
+                ui.error(&format!("nsh: cannot read Nix's request: {e}"));
+                return 1;
+            }
+        };
+        let raw_offer = input.take_recorded();
+        let offer = match request {
+            HookRequest::Eof => {
+                if let Some(f) = fallback {
+                    f.close();
+                }
+                return 0;
+            }
+            HookRequest::Try(o) => o,
+        };
+        let config = match &config {
+            Ok(c) => c,
+            Err(e) => {
+                ui.error(&format!("nsh: {e:#}"));
+                ui.error("nsh: not building on the cluster until nsh.conf is fixed");
+                reply(&Reply::DeclinePermanently);
+                continue;
+            }
+        };
+        match route(config, &offer.system, &offer.required_features) {
+            Route::Elsewhere(why) => {
+                tracing::debug!(drv = offer.drv_path, why, "not for the cluster");
+                if fallback.is_none() && !fallback_failed {
+                    match Fallback::start(verbosity, &raw_settings) {
+                        Ok(f) => fallback = Some(f),
+                        Err(e) => {
+                            fallback_failed = true;
+                            tracing::debug!("no fallback hook: {e:#}");
+                        }
+                    }
+                }
+                let Some(f) = fallback.as_mut() else {
+                    reply(&Reply::Decline);
+                    continue;
+                };
+                match f.offer(&raw_offer) {
+                    Ok(line) if line == "# accept" => {
+                        let machine = f.machine_line().unwrap_or_default();
+                        reply(&Reply::Accept { machine });
+                        let rest = read_rest(&mut input);
+                        return match fallback.take().map(|f| f.finish(&rest)) {
+                            Some(Ok(code)) => code,
+                            Some(Err(e)) => {
+                                ui.error(&format!("nsh: Nix's own build hook failed: {e:#}"));
+                                1
+                            }
+                            None => 1,
+                        };
+                    }
+                    Ok(line) => nix_log::emit(&format!("{line}\n")),
+                    Err(e) => {
+                        tracing::debug!("fallback hook failed: {e:#}");
+                        fallback = None;
+                        fallback_failed = true;
+                        reply(&Reply::Decline);
+                    }
+                }
+            }
+            Route::Cluster => {
+                return accept_for_cluster(&ui, config, &nix_settings, &offer, &mut input);
+            }
+        }
+    }
+}
+
+fn read_rest<R: Read>(input: &mut RecordingReader<R>) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let _ = input.inner.read_to_end(&mut rest);
+    rest
+}
+
+/// Everything about the derivation that must hold before a job is submitted.
+struct Prepared {
+    store: LocalStore,
+    drv: Derivation,
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn prepare(
+    config: &Config,
+    nix_settings: &BTreeMap<String, String>,
+    drv_path: &str,
+) -> Result<Prepared> {
+    let store = LocalStore::from_setting(nix_settings.get("store").map_or("auto", |s| s))?;
+    let real = store.real_path(drv_path)?;
+    let text = std::fs::read(&real).with_context(|| format!("cannot read {}", real.display()))?;
+    let drv = Derivation::parse(&text).with_context(|| format!("cannot parse {drv_path}"))?;
+    if drv.is_floating_ca() {
+        anyhow::bail!(
+            "{drv_path} is a floating content-addressed derivation, which nsh does not build \
+             yet"
+        );
+    }
+    let mut extra = serde_json::Map::new();
+    if config.job_scheduler == JobScheduler::Slurm {
+        match drv
+            .attr_json("extraSlurmParams")
+            .with_context(|| format!("{drv_path}: bad attribute 'extraSlurmParams'"))?
+        {
+            None => {}
+            Some(serde_json::Value::Object(m)) => extra = m,
+            Some(other) => anyhow::bail!(
+                "{drv_path}: 'extraSlurmParams' must be a JSON object (builtins.toJSON {{ … }}), \
+                 not {other}"
+            ),
+        }
+        // The global setting wins over the derivation's own parameters.
+        for (k, v) in &config.slurm_extra_submission_params {
+            extra.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(Prepared { store, drv, extra })
+}
+
+fn accept_for_cluster<R: Read>(
+    ui: &Ui,
+    config: &Config,
+    nix_settings: &BTreeMap<String, String>,
+    offer: &Offer,
+    input: &mut RecordingReader<R>,
+) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            ui.error(&format!("nsh: cannot start its runtime: {e}"));
+            reply(&Reply::Decline);
+            return 1;
+        }
+    };
+    // Problems with the derivation itself: accept, then fail the build with the reason, so
+    // the error belongs to this derivation and nothing is submitted.
+    let prepared = match prepare(config, nix_settings, &offer.drv_path) {
+        Ok(p) => p,
+        Err(e) => {
+            reply(&Reply::Accept {
+                machine: "nsh (not submitted)".into(),
+            });
+            ui.set_accepted();
+            let _ = hook::read_inputs_and_outputs(input);
+            ui.error(&format!("nsh: {e:#}"));
+            return 100;
+        }
+    };
+    match config.job_scheduler {
+        JobScheduler::Slurm => {
+            let sched = match rt.block_on(connect_slurm_rest(config)) {
+                Ok(s) => s,
+                Err(e) => {
+                    ui.error(&format!("nsh: {e:#}"));
+                    reply(&Reply::DeclinePermanently);
+                    return 0;
+                }
+            };
+            rt.block_on(submit_and_build(
+                ui,
+                config,
+                nix_settings,
+                offer,
+                input,
+                prepared,
+                &sched,
+            ))
+        }
+        other => {
+            ui.error(&format!(
+                "nsh: job-scheduler = {other:?} is not available in this build of nsh; use \
+                 job-scheduler = slurm"
+            ));
+            reply(&Reply::DeclinePermanently);
+            0
+        }
+    }
+}
+
+async fn connect_slurm_rest(config: &Config) -> Result<SlurmRest> {
+    let token = config
+        .slurm_jwt_token
+        .as_ref()
+        .context("'slurm-jwt-token' is required when job-scheduler = slurm")?;
+    SlurmRest::connect(
+        &config.slurm_api_host,
+        config.slurm_api_port,
+        token.expose(),
+        config.slurm_api_version.as_deref(),
+    )
+    .await
+}
+
+async fn submit_and_build<R: Read, S: Scheduler>(
+    ui: &Ui,
+    config: &Config,
+    nix_settings: &BTreeMap<String, String>,
+    offer: &Offer,
+    input: &mut RecordingReader<R>,
+    prepared: Prepared,
+    sched: &S,
+) -> i32 {
+    let agent = match AgentBinary::locate() {
+        Ok(a) => a,
+        Err(e) => {
+            ui.error(&format!("nsh: {e:#}"));
+            reply(&Reply::DeclinePermanently);
+            return 0;
+        }
+    };
+    let Some(state_dir) = config.slurm_state_dir.clone() else {
+        ui.error("nsh: 'slurm-state-dir' is required when job-scheduler = slurm");
+        reply(&Reply::DeclinePermanently);
+        return 0;
+    };
+    let key = hex::encode(rand::random::<[u8; 12]>());
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    let files = JobFiles::new(&state_dir, &key, &agent.file_name);
+    let name = drv_name(&offer.drv_path);
+    let spec = JobSpec {
+        name: format!("nsh-{name}"),
+        script: job_script::render(config, &files, &offer.drv_path, &token),
+        environment: vec![(
+            "PATH".into(),
+            "/usr/local/bin:/usr/bin:/bin:/nix/var/nix/profiles/default/bin".into(),
+        )],
+        working_dir: "/".into(),
+        extra: prepared.extra.clone(),
+    };
+    let job = match sched.submit(&spec).await {
+        Ok(j) => j,
+        Err(e) => {
+            ui.error(&format!(
+                "nsh: cannot submit the job for {} to {}: {e:#}",
+                offer.drv_path,
+                sched.describe()
+            ));
+            reply(&Reply::DeclinePermanently);
+            return 0;
+        }
+    };
+    reply(&Reply::Accept {
+        machine: format!("slurm job {job}"),
+    });
+    ui.set_accepted();
+    ui.info(&format!(
+        "nsh: submitted {} as job {job} to {}",
+        offer.drv_path,
+        sched.describe()
+    ));
+    let (inputs, wanted_outputs) = match hook::read_inputs_and_outputs(input) {
+        Ok(x) => x,
+        Err(e) => {
+            ui.error(&format!("nsh: cannot read the inputs Nix sent: {e}"));
+            let _ = sched.cancel(&job).await;
+            return 1;
+        }
+    };
+    let build = Build {
+        ui,
+        config,
+        store: prepared.store,
+        nix_settings,
+        drv_path: offer.drv_path.clone(),
+        drv: prepared.drv,
+        inputs,
+        wanted_outputs,
+        job: job.clone(),
+        files,
+        token,
+        agent,
+    };
+    match build.run(sched).await {
+        Ok(()) => 0,
+        Err(Failure { exit_code, error }) => {
+            ui.error(&format!("nsh: {error:#}"));
+            if let Err(e) = sched.cancel(&job).await {
+                ui.warn(&format!("nsh: cancelling job {job} failed: {e:#}"));
+            }
+            exit_code
+        }
+    }
+}
+
+/// `/nix/store/<hash>-hello-2.12.drv` → `hello-2.12`.
+fn drv_name(drv_path: &str) -> String {
+    let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
+    let name = base.split_once('-').map_or(base, |(_, n)| n);
+    name.trim_end_matches(".drv").chars().take(40).collect()
+}

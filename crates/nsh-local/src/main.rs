@@ -1,0 +1,64 @@
+//! `nsh`: Nix runs it as its build hook (`nsh <verbosity>`); users run `nsh check`.
+
+mod agent_channel;
+mod agent_deploy;
+mod build;
+mod config;
+mod driver;
+mod fallback;
+mod job_script;
+mod local_store;
+mod nix_log;
+mod routing;
+mod runtime_dir;
+mod scheduler;
+mod ssh;
+mod transfer;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "nsh",
+    version,
+    about = "Nix build hook that runs each build as a batch job"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the configuration, the scheduler, SSH and the agent, and run a tiny job.
+    Check,
+}
+
+fn init_tracing() {
+    // Diagnostics go to stderr only when asked for: Nix shows plain stderr lines only
+    // before the hook's reply.
+    if let Ok(filter) = std::env::var("NSH_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let args: Vec<String> = std::env::args().collect();
+    // Nix runs the hook as `<name> <verbosity>`.
+    if args.len() == 2 && !args[1].is_empty() && args[1].bytes().all(|b| b.is_ascii_digit()) {
+        return ExitCode::from(driver::run(&args[1]).clamp(0, 255) as u8);
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check => {
+            eprintln!("nsh check: not implemented yet");
+            ExitCode::from(2)
+        }
+    }
+}

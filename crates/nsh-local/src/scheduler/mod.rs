@@ -1,0 +1,71 @@
+//! Batch schedulers behind one interface. Each backend owns its wire details (Slurm JSON,
+//! PBS output); the rest of nsh sees only [`JobSpec`], [`JobId`] and [`JobStatus`].
+
+pub mod slurm_rest;
+
+use std::fmt;
+
+/// What nsh asks the scheduler to run: one batch job per derivation.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Short job name (shown in `squeue`), derived from the derivation name.
+    pub name: String,
+    /// The job script (`#!/bin/sh` …) that starts the agent.
+    pub script: String,
+    /// Environment of the job (`NAME=value`), PATH at least.
+    pub environment: Vec<(String, String)>,
+    /// Working directory of the job on the cluster.
+    pub working_dir: String,
+    /// Merged JSON object of scheduler-specific parameters: the derivation's own
+    /// (`extraSlurmParams` …) overridden by the global setting. Backends merge it last.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobId(pub String);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Queued, held, or being configured: not running yet.
+    Pending,
+    Running,
+    /// Ended; `exit_code` tells how.
+    Finished,
+    /// Ended by a cancel, a node failure, a time limit, preemption…
+    Failed,
+    /// The scheduler no longer knows the job (purged after MinJobAge or never existed).
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStatus {
+    pub state: JobState,
+    /// The scheduler's own state word(s), for messages (e.g. `PENDING`, `NODE_FAIL`).
+    pub raw_state: String,
+    /// Host the batch script runs on, once known.
+    pub host: Option<String>,
+    /// Exit code of the batch script once finished (not a raw wait status).
+    pub exit_code: Option<i32>,
+    /// Signal that ended the script, if any.
+    pub signal: Option<i32>,
+    /// Why the job waits or failed, as the scheduler says it (`Resources`, `PartitionDown`…).
+    pub reason: Option<String>,
+}
+
+/// The operations nsh needs from a batch scheduler. Errors name the scheduler endpoint and
+/// the job, and say what to do.
+pub trait Scheduler: Send + Sync {
+    /// Submits the job; returns as soon as the scheduler accepted it.
+    fn submit(&self, job: &JobSpec) -> impl Future<Output = anyhow::Result<JobId>> + Send;
+    fn status(&self, id: &JobId) -> impl Future<Output = anyhow::Result<JobStatus>> + Send;
+    /// Cancels the job; succeeds if the job is already gone.
+    fn cancel(&self, id: &JobId) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Human-readable name of the endpoint, for messages (`slurmrestd at host:port (v0.0.42)`).
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,492 @@
+//! The one build of this job: `nix-store --realise` with `--log-format internal-json`, its
+//! log split from Nix's own messages, and a backlog that outlives disconnections.
+//!
+//! With `--log-format internal-json` every stderr line of `nix-store` is `@nix {json}`:
+//! builder output is `{"action":"result","type":101,"fields":["<line>"]}` (107 for
+//! post-build hook lines), Nix's messages are `{"action":"msg","level":N,"msg":"…"}`
+//! (`libmain/loggers.cc`, `JSONLogger`, same shape from Nix 2.8 to 2.34). Lines without the
+//! prefix (printed before the logger is set up, or by a wrapper) are passed on as log.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use nsh_wire::agent_protocol::{BuildRequest, BuildResult, CHUNK_SIZE};
+
+use crate::log::log;
+use crate::nix::{NixStore, check_path_arg};
+use crate::procs::{ChildGuard, Children};
+
+/// Log kept for a client that is away; older lines are dropped first.
+pub const MAX_BACKLOG: usize = 1 << 20;
+/// A log frame is sent once this much is pending, or after [`COALESCE`].
+pub const COALESCE_BYTES: usize = 64 << 10;
+pub const COALESCE: Duration = Duration::from_millis(50);
+/// Longest single log line passed on; Nix itself has no limit, a frame does.
+const MAX_LINE: usize = 64 << 10;
+/// Error messages kept for `BuildResult::message`.
+const MAX_ERRORS: usize = 20;
+
+/// One line of `nix-store`'s stderr, classified.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StderrLine {
+    /// Builder output (or a line that is not Nix's JSON): goes to the client's log.
+    Log(String),
+    /// A message of Nix itself, with its verbosity level (0 = error, 1 = warning, …).
+    Msg { level: u64, text: String },
+    /// Activity bookkeeping (start/stop, progress) that the client does not need.
+    Ignore,
+}
+
+/// Classifies one stderr line (without its newline).
+pub fn parse_stderr_line(line: &str) -> StderrLine {
+    let Some(json) = line.strip_prefix("@nix ") else {
+        return StderrLine::Log(line.to_owned());
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return StderrLine::Log(line.to_owned());
+    };
+    match v.get("action").and_then(|a| a.as_str()) {
+        Some("result") => {
+            let ty = v.get("type").and_then(|t| t.as_u64());
+            // resBuildLogLine = 101, resPostBuildLogLine = 107.
+            if matches!(ty, Some(101 | 107)) {
+                let text = v
+                    .get("fields")
+                    .and_then(|f| f.get(0))
+                    .and_then(|s| s.as_str())
+                    .unwrap_or_default();
+                StderrLine::Log(text.to_owned())
+            } else {
+                StderrLine::Ignore
+            }
+        }
+        Some("msg") => StderrLine::Msg {
+            level: v.get("level").and_then(|l| l.as_u64()).unwrap_or(0),
+            text: v
+                .get("msg")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        _ => StderrLine::Ignore,
+    }
+}
+
+/// `nix-store --realise` arguments (after `[--store S]`) for a request.
+pub fn realise_args(req: &BuildRequest) -> Result<Vec<String>> {
+    check_path_arg(&req.drv_path)?;
+    let mut target = req.drv_path.clone();
+    if !req.outputs.is_empty() {
+        for o in &req.outputs {
+            if o.is_empty()
+                || !o
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
+            {
+                bail!("refusing output name {o:?}");
+            }
+        }
+        target = format!("{target}!{}", req.outputs.join(","));
+    }
+    let mut args: Vec<String> = ["--realise", &target, "--log-format", "internal-json"]
+        .map(str::to_owned)
+        .into();
+    for (name, value) in &req.options {
+        if name.is_empty() || name.starts_with('-') || name.contains(['\0', ' ', '\n']) {
+            bail!("refusing option name {name:?}");
+        }
+        if value.contains('\0') {
+            bail!("refusing value of option {name}: contains NUL");
+        }
+        args.extend(["--option".to_owned(), name.clone(), value.clone()]);
+    }
+    Ok(args)
+}
+
+struct State {
+    /// Log bytes not yet handed to a client (whole lines).
+    pending: VecDeque<u8>,
+    /// Bytes dropped from `pending` because nobody read them.
+    dropped: u64,
+    /// Connection id that receives the log; 0 = nobody.
+    attached: u64,
+    errors: VecDeque<String>,
+    result: Option<BuildResult>,
+}
+
+/// A running or finished realise.
+pub struct Build {
+    pub drv_path: String,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// What a streaming client gets next.
+pub enum Next {
+    Log(Vec<u8>),
+    Done(BuildResult),
+    /// Another connection took over the log.
+    Detached,
+    Idle,
+}
+
+impl Build {
+    /// Spawns `nix-store --realise` and the threads that read it.
+    pub fn start(
+        nix: &NixStore,
+        children: &Arc<Children>,
+        req: &BuildRequest,
+    ) -> Result<Arc<Build>> {
+        let args = realise_args(req)?;
+        log!(
+            "starting build: {} {}",
+            nix.program().display(),
+            args.join(" ")
+        );
+        let mut child = nix
+            .command()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {}", nix.program().display()))?;
+        let pid = child.id() as i32;
+        let guard = ChildGuard::new(children, pid);
+        let stdout = child.stdout.take().context("realise stdout")?;
+        let stderr = child.stderr.take().context("realise stderr")?;
+        let build = Arc::new(Build {
+            drv_path: req.drv_path.clone(),
+            state: Mutex::new(State {
+                pending: VecDeque::new(),
+                dropped: 0,
+                attached: 0,
+                errors: VecDeque::new(),
+                result: None,
+            }),
+            changed: Condvar::new(),
+        });
+        let out_thread = thread::spawn(move || read_outputs(stdout));
+        let b = Arc::clone(&build);
+        let err_thread = thread::spawn(move || b.read_stderr(stderr));
+        let b = Arc::clone(&build);
+        thread::spawn(move || {
+            let outputs = out_thread.join().unwrap_or_default();
+            // A panic in the reader only loses log lines; the exit status still counts.
+            let _ = err_thread.join();
+            let status = match child.wait() {
+                Ok(s) => s,
+                Err(e) => {
+                    log!("waiting for realise: {e}");
+                    b.finish(
+                        -1,
+                        format!("agent could not wait for nix-store: {e}"),
+                        vec![],
+                    );
+                    return;
+                }
+            };
+            drop(guard);
+            let code = exit_code(status);
+            log!("build of {} ended: {status}", b.drv_path);
+            let message = b.error_tail();
+            let outputs = if code == 0 { outputs } else { vec![] };
+            b.finish(code, message, outputs);
+        });
+        Ok(build)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_stderr(&self, stderr: impl Read) {
+        let mut r = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    log!("reading realise stderr: {e}");
+                    return;
+                }
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\n', '\r']);
+            match parse_stderr_line(line) {
+                StderrLine::Log(text) => self.push_log(&text),
+                StderrLine::Msg { level, text } => {
+                    log!("nix: {text}");
+                    if level == 0 {
+                        self.push_error(text);
+                    }
+                }
+                StderrLine::Ignore => {}
+            }
+        }
+    }
+
+    fn push_log(&self, text: &str) {
+        let mut cut = text.len().min(MAX_LINE);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut st = self.lock();
+        st.pending
+            .extend(text.as_bytes().get(..cut).unwrap_or_default());
+        st.pending.push_back(b'\n');
+        if st.pending.len() > MAX_BACKLOG {
+            let excess = st.pending.len() - MAX_BACKLOG;
+            // Cut at a line end so the client never sees half a line.
+            let end = st
+                .pending
+                .iter()
+                .skip(excess)
+                .position(|&b| b == b'\n')
+                .map_or(st.pending.len(), |p| excess + p + 1);
+            st.pending.drain(..end);
+            st.dropped += end as u64;
+        }
+        if st.pending.len() >= COALESCE_BYTES {
+            self.changed.notify_all();
+        }
+    }
+
+    fn push_error(&self, text: String) {
+        let mut st = self.lock();
+        st.errors.push_back(text);
+        if st.errors.len() > MAX_ERRORS {
+            st.errors.pop_front();
+        }
+    }
+
+    fn error_tail(&self) -> String {
+        let st = self.lock();
+        let all: Vec<&str> = st.errors.iter().map(String::as_str).collect();
+        let joined = all.join("\n");
+        let start = joined.len().saturating_sub(8192);
+        let start = (start..joined.len())
+            .find(|&i| joined.is_char_boundary(i))
+            .unwrap_or(0);
+        joined.get(start..).unwrap_or_default().to_owned()
+    }
+
+    fn finish(&self, status: i32, message: String, outputs: Vec<String>) {
+        let mut st = self.lock();
+        st.result = Some(BuildResult {
+            status,
+            message,
+            outputs,
+        });
+        self.changed.notify_all();
+    }
+
+    /// Whether `nix-store --realise` has exited.
+    pub fn result(&self) -> Option<BuildResult> {
+        self.lock().result.clone()
+    }
+
+    /// Makes `conn` the receiver of the log (replacing any other).
+    pub fn attach(&self, conn: u64) {
+        self.lock().attached = conn;
+        self.changed.notify_all();
+    }
+
+    pub fn detach(&self, conn: u64) {
+        let mut st = self.lock();
+        if st.attached == conn {
+            st.attached = 0;
+        }
+    }
+
+    /// Waits up to [`COALESCE`] for log to send, then returns the next step for `conn`.
+    pub fn next(&self, conn: u64) -> Next {
+        let st = self.lock();
+        let (mut st, _) = self
+            .changed
+            .wait_timeout_while(st, COALESCE, |s| {
+                s.attached == conn && s.result.is_none() && s.pending.len() < COALESCE_BYTES
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        if st.attached != conn {
+            return Next::Detached;
+        }
+        if !st.pending.is_empty() {
+            let mut out = Vec::new();
+            if st.dropped > 0 {
+                out.extend(
+                    format!(
+                        "[nsh-remote: {} bytes of log dropped while no client was connected]\n",
+                        st.dropped
+                    )
+                    .into_bytes(),
+                );
+                st.dropped = 0;
+            }
+            let mut take = st.pending.len().min(CHUNK_SIZE - out.len());
+            if take < st.pending.len() {
+                // Whole lines only; a line is at most MAX_LINE, far below CHUNK_SIZE.
+                take = st
+                    .pending
+                    .iter()
+                    .take(take)
+                    .rposition(|&b| b == b'\n')
+                    .map_or(take, |p| p + 1);
+            }
+            out.extend(st.pending.drain(..take));
+            return Next::Log(out);
+        }
+        match &st.result {
+            Some(r) => Next::Done(r.clone()),
+            None => Next::Idle,
+        }
+    }
+}
+
+fn read_outputs(stdout: impl Read) -> Vec<String> {
+    BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .map(|l| l.trim().to_owned())
+        .filter(|l| l.starts_with('/'))
+        .collect()
+}
+
+/// Exit code, or 128 + signal number as a shell reports it.
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_internal_json() {
+        assert_eq!(
+            parse_stderr_line(
+                r#"@nix {"action":"result","fields":["hello world"],"id":123,"type":101}"#
+            ),
+            StderrLine::Log("hello world".into())
+        );
+        assert_eq!(
+            parse_stderr_line(r#"@nix {"action":"result","fields":["post"],"id":1,"type":107}"#),
+            StderrLine::Log("post".into())
+        );
+        assert_eq!(
+            parse_stderr_line(r#"@nix {"action":"msg","level":0,"msg":"error: builder failed"}"#),
+            StderrLine::Msg {
+                level: 0,
+                text: "error: builder failed".into()
+            }
+        );
+        assert_eq!(
+            parse_stderr_line(
+                r#"@nix {"action":"start","id":1,"level":3,"parent":0,"text":"building","type":105,"fields":[]}"#
+            ),
+            StderrLine::Ignore
+        );
+        assert_eq!(
+            parse_stderr_line(
+                r#"@nix {"action":"result","fields":["buildPhase"],"id":1,"type":104}"#
+            ),
+            StderrLine::Ignore
+        );
+        assert_eq!(
+            parse_stderr_line("warning: plain"),
+            StderrLine::Log("warning: plain".into())
+        );
+        assert_eq!(
+            parse_stderr_line("@nix {broken"),
+            StderrLine::Log("@nix {broken".into())
+        );
+    }
+
+    #[test]
+    fn builds_realise_args() {
+        let req = BuildRequest {
+            drv_path: "/nix/store/aaaa-x.drv".into(),
+            outputs: vec!["out".into(), "dev".into()],
+            options: vec![
+                ("max-silent-time".into(), "60".into()),
+                ("system-features".into(), "nsh kvm".into()),
+            ],
+        };
+        assert_eq!(
+            realise_args(&req).unwrap(),
+            [
+                "--realise",
+                "/nix/store/aaaa-x.drv!out,dev",
+                "--log-format",
+                "internal-json",
+                "--option",
+                "max-silent-time",
+                "60",
+                "--option",
+                "system-features",
+                "nsh kvm",
+            ]
+        );
+        let bad = BuildRequest {
+            drv_path: "--gc".into(),
+            ..req.clone()
+        };
+        assert!(realise_args(&bad).is_err());
+        let bad = BuildRequest {
+            outputs: vec!["a,b".into()],
+            ..req.clone()
+        };
+        assert!(realise_args(&bad).is_err());
+        let bad = BuildRequest {
+            options: vec![("--x".into(), "1".into())],
+            ..req
+        };
+        assert!(realise_args(&bad).is_err());
+    }
+
+    fn idle_build() -> Build {
+        Build {
+            drv_path: "/nix/store/x.drv".into(),
+            state: Mutex::new(State {
+                pending: VecDeque::new(),
+                dropped: 0,
+                attached: 0,
+                errors: VecDeque::new(),
+                result: None,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    #[test]
+    fn backlog_keeps_the_tail_in_whole_lines() {
+        let b = idle_build();
+        let line = "x".repeat(1000);
+        for _ in 0..2000 {
+            b.push_log(&line);
+        }
+        b.attach(7);
+        let mut got = Vec::new();
+        while let Next::Log(bytes) = b.next(7) {
+            got.extend(bytes);
+        }
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("[nsh-remote: "));
+        assert!(text.len() <= MAX_BACKLOG + 100);
+        assert!(text.lines().skip(1).all(|l| l == line));
+        b.attach(8);
+        assert!(matches!(b.next(7), Next::Detached));
+        b.finish(0, String::new(), vec!["/nix/store/out".into()]);
+        assert!(matches!(b.next(8), Next::Done(r) if r.outputs.len() == 1));
+    }
+}

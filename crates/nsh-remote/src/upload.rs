@@ -1,0 +1,176 @@
+//! `FetchOutput`: an output's metadata from the remote store, then its NAR
+//! (`nix-store --dump`) as one zstd stream cut into `NarChunk` frames.
+//!
+//! The agent hashes the NAR as it streams and refuses to end it with `NarEnd` when the
+//! bytes do not match the store's recorded hash: the client checks again, but a corrupt
+//! remote store is then reported where it happened.
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, OutputInfo};
+use nsh_wire::nixbase32;
+use sha2::{Digest, Sha256};
+
+use crate::log::log;
+use crate::nix::{NixStore, check_path_arg, tail_text};
+use crate::procs::{ChildGuard, Children};
+
+/// Environment variable that overrides the zstd level.
+pub const LEVEL_ENV: &str = "NSH_ZSTD_LEVEL";
+pub const DEFAULT_LEVEL: i32 = 3;
+/// Compressed bytes collected before a `NarChunk` goes out.
+const SEND_AT: usize = 256 << 10;
+
+/// Turns `nix-store -q --hash` output (`sha256:<nix32>`, or `sha256:<hex>`) into hex.
+pub fn nar_hash_hex(printed: &str) -> Result<String> {
+    let s = printed.trim();
+    let Some(h) = s.strip_prefix("sha256:") else {
+        bail!("unexpected NAR hash {s:?}: expected sha256:…");
+    };
+    let bytes = match h.len() {
+        52 => nixbase32::decode(h).with_context(|| format!("decoding NAR hash {s:?}"))?,
+        64 => hex::decode(h).with_context(|| format!("decoding NAR hash {s:?}"))?,
+        _ => bail!("unexpected NAR hash {s:?}: wrong length"),
+    };
+    Ok(hex::encode(bytes))
+}
+
+/// Reads the remote store's metadata of `path`.
+pub fn query_info(nix: &NixStore, path: &str) -> Result<OutputInfo> {
+    check_path_arg(path)?;
+    let nar_hash = nar_hash_hex(&nix.run(&["-q", "--hash", path])?)?;
+    let size = nix.run(&["-q", "--size", path])?;
+    let nar_size = size
+        .trim()
+        .parse()
+        .with_context(|| format!("nix-store -q --size printed {:?}", size.trim()))?;
+    let references = nix
+        .run(&["-q", "--references", path])?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let deriver = nix.run(&["-q", "--deriver", path])?;
+    let deriver = match deriver.trim() {
+        "" | "unknown-deriver" => None,
+        d => Some(d.to_owned()),
+    };
+    Ok(OutputInfo {
+        path: path.to_owned(),
+        nar_hash,
+        nar_size,
+        references,
+        deriver,
+    })
+}
+
+pub fn zstd_level() -> i32 {
+    std::env::var(LEVEL_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .map_or(DEFAULT_LEVEL, |l| l.clamp(1, 19))
+}
+
+/// Sends `Output`, the NAR chunks and `NarEnd` through `send`.
+pub fn send_output(
+    nix: &NixStore,
+    children: &Arc<Children>,
+    path: &str,
+    send: &mut dyn FnMut(AgentMsg) -> Result<()>,
+) -> Result<()> {
+    let info = query_info(nix, path)?;
+    let expected_hash = info.nar_hash.clone();
+    let expected_size = info.nar_size;
+    send(AgentMsg::Output(info))?;
+
+    let mut child = nix
+        .command()
+        .args(["--dump", path])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {} --dump", nix.program().display()))?;
+    let _guard = ChildGuard::new(children, child.id() as i32);
+    let mut stdout = child.stdout.take().context("dump stdout")?;
+    let mut stderr = child.stderr.take().context("dump stderr")?;
+    let err_thread = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stderr.read_to_end(&mut b);
+        b
+    });
+
+    let level = zstd_level();
+    let mut enc =
+        zstd::stream::write::Encoder::new(Vec::new(), level).context("creating zstd encoder")?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 256 << 10];
+    #[cfg(feature = "fault-injection")]
+    let mut fault = crate::fault::NarFault::from_env();
+    loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading nix-store --dump"),
+        };
+        let data = buf.get_mut(..n).context("read past buffer")?;
+        hasher.update(&*data);
+        #[cfg(feature = "fault-injection")]
+        fault.apply(size, data);
+        size += n as u64;
+        enc.write_all(data).context("compressing NAR")?;
+        if enc.get_ref().len() >= SEND_AT {
+            let out = std::mem::take(enc.get_mut());
+            send_chunks(&out, send)?;
+        }
+    }
+    let out = enc.finish().context("finishing zstd stream")?;
+    send_chunks(&out, send)?;
+    let status = child.wait().context("waiting for nix-store --dump")?;
+    let stderr = err_thread.join().unwrap_or_default();
+    if !status.success() {
+        bail!(
+            "nix-store --dump {path} failed ({status}): {}",
+            tail_text(&stderr, 2000)
+        );
+    }
+    let hash = hex::encode(hasher.finalize());
+    if hash != expected_hash || size != expected_size {
+        bail!(
+            "NAR of {path} does not match the remote store's record: sha256 {hash}, {size} bytes; \
+             recorded {expected_hash}, {expected_size} bytes (run nix-store --verify --check-contents on the node)"
+        );
+    }
+    send(AgentMsg::NarEnd)?;
+    log!("sent {path}: {size} NAR bytes, zstd level {level}");
+    Ok(())
+}
+
+fn send_chunks(data: &[u8], send: &mut dyn FnMut(AgentMsg) -> Result<()>) -> Result<()> {
+    for c in data.chunks(CHUNK_SIZE) {
+        send(AgentMsg::NarChunk(c.to_vec()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_printed_hashes() {
+        let hex = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(
+            nar_hash_hex("sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s\n").unwrap(),
+            hex
+        );
+        assert_eq!(nar_hash_hex(&format!("sha256:{hex}")).unwrap(), hex);
+        assert!(nar_hash_hex("md5:abc").is_err());
+        assert!(nar_hash_hex("sha256:xyz").is_err());
+    }
+}

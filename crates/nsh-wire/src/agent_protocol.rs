@@ -1,0 +1,104 @@
+//! The messages nsh and its agent exchange over the SSH-forwarded channel.
+//!
+//! One connection serves one build. The client (nsh on the submit host) speaks first with
+//! [`ClientMsg::Hello`]; the agent answers [`AgentMsg::Hello`]. Bulk data (the export stream of
+//! missing inputs, output NARs) travels as chunks of one zstd stream per transfer, so a
+//! chunk boundary means nothing to the decoder. Every message is one frame (see
+//! [`crate::codec`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to the messages below. Both sides refuse a mismatch
+/// with an error that names both versions, rather than misreading frames.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest data chunk either side sends; the codec refuses frames much larger than this.
+pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// Messages from nsh (the client) to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// First message on every connection. `token` is the per-job secret placed in the job
+    /// script; the agent closes connections that do not know it.
+    Hello { version: u32, token: String },
+    /// Which of these store paths does the remote store lack? Answered by `Missing`.
+    QueryMissing { paths: Vec<String> },
+    /// A piece of the zstd-compressed `nix-store --export` stream of the missing paths.
+    ImportChunk(Vec<u8>),
+    /// End of the export stream; the agent answers `Imported` or `Error`.
+    ImportEnd,
+    /// Realise the derivation (its closure is now in the remote store).
+    Build(BuildRequest),
+    /// Send the NAR of this output (after `BuildDone`): answered by `Output`, chunks, `NarEnd`.
+    FetchOutput { path: String },
+    /// The build is over for the client; clean up (and collect garbage if asked), then exit.
+    Goodbye { collect_garbage: bool },
+    /// Keeps the agent's lease alive while nothing else is said.
+    Ping,
+}
+
+/// What to build and with which of Nix's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRequest {
+    pub drv_path: String,
+    /// Output names Nix wants.
+    pub outputs: Vec<String>,
+    /// `--option NAME VALUE` pairs for the remote realise (max-silent-time, timeout,
+    /// system-features, …).
+    pub options: Vec<(String, String)>,
+}
+
+/// Metadata of one built output, as the remote store records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputInfo {
+    pub path: String,
+    /// sha256 of the NAR serialisation, lowercase hex.
+    pub nar_hash: String,
+    pub nar_size: u64,
+    pub references: Vec<String>,
+    pub deriver: Option<String>,
+}
+
+/// Messages from the agent to nsh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMsg {
+    Hello {
+        version: u32,
+        hostname: String,
+        /// `nix-store --version` of the Nix the agent will use.
+        nix_version: String,
+        /// The store URL the agent uses (`auto` or the configured `remote-store`).
+        store: String,
+    },
+    Missing {
+        paths: Vec<String>,
+    },
+    Imported {
+        paths: u64,
+    },
+    /// Raw bytes of the build log (whole lines, each ending in `\n`).
+    Log(Vec<u8>),
+    /// The build ended; on success `outputs` lists what was built.
+    BuildDone(BuildResult),
+    /// Precedes the NAR chunks of one output.
+    Output(OutputInfo),
+    NarChunk(Vec<u8>),
+    NarEnd,
+    /// A failure of the agent itself (not of the build); the connection ends after it.
+    Error {
+        message: String,
+    },
+    Pong,
+    Bye,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildResult {
+    /// Exit status of the remote `nix-store --realise` (0 = success; Nix uses 100 for a
+    /// failed build, 101 for a timeout).
+    pub status: i32,
+    /// The last error message Nix printed, if any.
+    pub message: String,
+    /// Store paths `nix-store --realise` printed (the built outputs).
+    pub outputs: Vec<String>,
+}

@@ -1,0 +1,66 @@
+# tests/e2e/lib.sh -- helpers for end-to-end tests: real nix-build on the testbed's submit
+# host, with nsh as its build hook, building on real Slurm nodes over real SSH.
+# Each test file sources this, defines its checks, and exits non-zero on failure.
+set -euo pipefail
+
+E2E_DIR=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+REPO=$(dirname "$(dirname "$E2E_DIR")")
+GEN=${NSH_TESTBED_GENERATION:-sid}
+TB=("$REPO/scripts/testbed" --generation "$GEN")
+eval "$("${TB[@]}" env)"
+# Unique per run, so every derivation is new to both stores.
+NONCE=${NONCE:-$(date +%s%N)-$$}
+TEST=$(basename "$0" .sh)
+WORK=/root/e2e/$TEST-$NONCE
+LOGS=${E2E_LOGS:-$REPO/target/e2e-logs/$GEN}
+mkdir -p "$LOGS"
+
+say() { printf '  [%s] %s\n' "$TEST" "$*"; }
+fail() { printf '  [%s] FAIL: %s\n' "$TEST" "$*" >&2; exit 1; }
+
+on() { local host=$1; shift; "${TB[@]}" exec "$host" -- "$@"; }
+on_submit() { on submit "$@"; }
+
+# put_file PATH: stdin -> PATH on submit
+put_file() { on_submit sh -c "mkdir -p \"\$(dirname '$1')\" && cat > '$1'"; }
+
+# A Nix expression prelude: derivations built with busybox (the sandbox has nothing else).
+# `mk { name; script; ... }` builds `script` with busybox sh; other attributes pass through.
+prelude() {
+  printf '%s\n' 'let' "  nonce = \"$NONCE\";" \
+    '  mk = args@{ name, script, ... }: derivation ({' \
+    '    inherit name nonce;' \
+    '    system = "x86_64-linux";' \
+    '    builder = "/bin/busybox";' \
+    '    args = [ "sh" "-c" script ];' \
+    '  } // builtins.removeAttrs args [ "script" ]);' \
+    'in'
+}
+
+# nsh_build NAME NIXFILE [nix-build args...]: nix-build with nsh as the build hook; its
+# output goes to $LOGS/NAME.log; sets BUILD_RC.
+nsh_build() {
+  local name=$1 file=$2; shift 2
+  set +e
+  on_submit timeout "${BUILD_TIMEOUT:-300}" nix-build "$file" --no-out-link \
+    --option build-hook /opt/nsh/bin/nsh "$@" >"$LOGS/$name.log" 2>&1
+  BUILD_RC=$?
+  set -e
+}
+
+assert_rc() { [ "$BUILD_RC" = "$1" ] || { tail -n 40 "$LOGS/$2.log" >&2; fail "$2: nix-build exited $BUILD_RC, expected $1"; }; }
+assert_log() { grep -qE -- "$2" "$LOGS/$1.log" || { tail -n 40 "$LOGS/$1.log" >&2; fail "$1: output lacks /$2/"; }; }
+refute_log() { ! grep -qE -- "$2" "$LOGS/$1.log" || { grep -E -- "$2" "$LOGS/$1.log" >&2; fail "$1: output has /$2/"; }; }
+# The store paths nix-build printed.
+out_paths() { grep -E '^/nix/store/[^ ]+$' "$LOGS/$1.log" || true; }
+job_ids() { grep -oE 'as job [0-9]+' "$LOGS/$1.log" | awk '{print $3}'; }
+
+# Jobs of ours Slurm still has pending or running.
+our_live_jobs() { on_submit squeue -h -o '%i %j %T' | awk '$2 ~ /^nsh-/' || true; }
+assert_no_live_jobs() {
+  local i left=""
+  for i in $(seq 1 "${1:-30}"); do
+    left=$(our_live_jobs); [ -z "$left" ] && return 0; sleep 1
+  done
+  fail "jobs left behind: $left"
+}
