@@ -38,6 +38,12 @@ tb_mount_dist() {
   dist=$(tb_dist_dir)
   mkdir -p "$dist" "$TB_ROOT/opt/nsh/bin"
   mountpoint -q "$TB_ROOT/opt/nsh/bin" || mount --bind "$dist" "$TB_ROOT/opt/nsh/bin"
+  tb_dist_is_live || tb_log "WARNING: /opt/nsh/bin shows a deleted $dist (cargo clean?); run down, then up"
+}
+
+# False once target/dist was deleted and recreated: the mounts still show the old directory.
+tb_dist_is_live() {
+  [ "$(stat -c %d:%i "$(tb_dist_dir)")" = "$(stat -c %d:%i "$TB_ROOT/opt/nsh/bin")" ]
 }
 
 tb_setup_network() {
@@ -325,6 +331,7 @@ tb_status() {
     read -r pid start <"$f"
     if tb_daemon_alive "$name"; then echo "  running  $name (pid $pid)"; else echo "  DEAD     $name"; fi
   done
+  tb_dist_is_live || echo "  WARNING  /opt/nsh/bin shows a deleted $(tb_dist_dir); run down, then up"
   [ -f "$TB_STATE/env" ] && sed 's/^/  /' "$TB_STATE/env"
   tb_enter submit sinfo 2>/dev/null | sed 's/^/  /'
 }

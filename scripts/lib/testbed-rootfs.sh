@@ -4,7 +4,7 @@
 
 TB_PACKAGES="nix-bin bash-static slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin
   slurm-wlm-torque munge openssh-server openssh-client libslurm-dev curl jq iproute2 procps socat
-  patchelf"
+  patchelf busybox-static"
 
 tb_chroot() { chroot "$TB_ROOT" "$@"; }
 
@@ -151,8 +151,9 @@ sandbox-fallback = false
 # no network for Nix: an empty list saves five retries per build
 substituters =
 experimental-features = nix-command
-# Debian's Nix 2.8 has no sandbox shell compiled in; later ones default to this
-sandbox-paths = /bin/sh=/bin/bash-static
+# Debian's Nix 2.8 has no sandbox shell compiled in; later ones default to bash-static.
+# busybox gives test builders the tools they need (the testbed has no nixpkgs).
+sandbox-paths = /bin/sh=/bin/bash-static /bin/busybox=/bin/busybox
 EOF
 
   cat >"$TB_ROOT/etc/hosts" <<EOF

@@ -6,7 +6,8 @@ set -euo pipefail
 E2E_DIR=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 REPO=$(dirname "$(dirname "$E2E_DIR")")
 GEN=${NSH_TESTBED_GENERATION:-sid}
-TB=("$REPO/scripts/testbed" --generation "$GEN")
+export NSH_TESTBED_GENERATION=$GEN
+TB=("$REPO/scripts/testbed")
 eval "$("${TB[@]}" env)"
 # Unique per run, so every derivation is new to both stores.
 NONCE=${NONCE:-$(date +%s%N)-$$}

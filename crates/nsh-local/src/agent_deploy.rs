@@ -10,7 +10,6 @@ use tokio::io::AsyncWriteExt;
 #[derive(Clone)]
 pub struct AgentBinary {
     pub path: PathBuf,
-    pub id: String,
     pub file_name: String,
 }
 
@@ -37,7 +36,6 @@ impl AgentBinary {
         Ok(AgentBinary {
             path,
             file_name: nsh_wire::ids::agent_file_name(&id),
-            id,
         })
     }
 }

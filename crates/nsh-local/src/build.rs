@@ -84,6 +84,12 @@ impl Build<'_> {
             )))
         })?;
         tracing::debug!(?info, "agent ready");
+        self.ui.info(&format!(
+            "nsh: agent on {} ready (Nix {}, store {})",
+            info.hostname,
+            info.nix_version.trim(),
+            info.store
+        ));
         let result = self.run_with_agent(&mut chan, &host).await;
         let collect = self.config.collect_garbage;
         // Goodbye in every case: the agent removes the job's files and ends the job.

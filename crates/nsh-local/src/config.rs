@@ -70,6 +70,7 @@ impl fmt::Display for JobScheduler {
 pub struct Secret(String);
 
 impl Secret {
+    #[cfg(test)]
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
@@ -365,6 +366,7 @@ pub fn load_from(sources: &[Source]) -> Result<Config, ConfigError> {
 
 /// Parses one config body over the defaults, as if it were a file named `origin`
 /// (relative includes resolve against the working directory). No validation.
+#[cfg(test)]
 pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
     load_from(&[Source::Text {
         text: text.into(),

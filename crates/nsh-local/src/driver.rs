@@ -18,7 +18,6 @@ use crate::job_script::{self, JobFiles};
 use crate::local_store::LocalStore;
 use crate::nix_log::{self, Ui};
 use crate::routing::{Route, route};
-use crate::scheduler::slurm_rest::SlurmRest;
 use crate::scheduler::{JobSpec, Scheduler};
 
 /// Records the bytes a parser consumed, so they can be replayed to Nix's own hook.
@@ -227,7 +226,7 @@ fn accept_for_cluster<R: Read>(
     };
     match config.job_scheduler {
         JobScheduler::Slurm => {
-            let sched = match rt.block_on(connect_slurm_rest(config)) {
+            let sched = match rt.block_on(crate::scheduler::slurm_rest_from_config(config)) {
                 Ok(s) => s,
                 Err(e) => {
                     ui.error(&format!("nsh: {e:#}"));
@@ -254,20 +253,6 @@ fn accept_for_cluster<R: Read>(
             0
         }
     }
-}
-
-async fn connect_slurm_rest(config: &Config) -> Result<SlurmRest> {
-    let token = config
-        .slurm_jwt_token
-        .as_ref()
-        .context("'slurm-jwt-token' is required when job-scheduler = slurm")?;
-    SlurmRest::connect(
-        &config.slurm_api_host,
-        config.slurm_api_port,
-        token.expose(),
-        config.slurm_api_version.as_deref(),
-    )
-    .await
 }
 
 async fn submit_and_build<R: Read, S: Scheduler>(
@@ -318,6 +303,16 @@ async fn submit_and_build<R: Read, S: Scheduler>(
             return 0;
         }
     };
+    // Started before the reply: from here on, however the hook ends, the job ends too.
+    let reaper = match crate::reaper::spawn(&job) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            ui.warn(&format!(
+                "nsh: {e:#}; job {job} may outlive an interrupted build"
+            ));
+            None
+        }
+    };
     reply(&Reply::Accept {
         machine: format!("slurm job {job}"),
     });
@@ -332,6 +327,9 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         Err(e) => {
             ui.error(&format!("nsh: cannot read the inputs Nix sent: {e}"));
             let _ = sched.cancel(&job).await;
+            if let Some(r) = reaper {
+                r.release();
+            }
             return 1;
         }
     };
@@ -349,16 +347,22 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         token,
         agent,
     };
-    match build.run(sched).await {
+    let code = match build.run(sched).await {
         Ok(()) => 0,
         Err(Failure { exit_code, error }) => {
             ui.error(&format!("nsh: {error:#}"));
             if let Err(e) = sched.cancel(&job).await {
                 ui.warn(&format!("nsh: cancelling job {job} failed: {e:#}"));
+                // Leave the verdict to the reaper: it retries the cancel.
+                return exit_code;
             }
             exit_code
         }
+    };
+    if let Some(r) = reaper {
+        r.release();
     }
+    code
 }
 
 /// `/nix/store/<hash>-hello-2.12.drv` → `hello-2.12`.

@@ -3,12 +3,14 @@
 mod agent_channel;
 mod agent_deploy;
 mod build;
+mod check;
 mod config;
 mod driver;
 mod fallback;
 mod job_script;
 mod local_store;
 mod nix_log;
+mod reaper;
 mod routing;
 mod runtime_dir;
 mod scheduler;
@@ -34,6 +36,9 @@ struct Cli {
 enum Command {
     /// Check the configuration, the scheduler, SSH and the agent, and run a tiny job.
     Check,
+    /// Internal: cancels JOB unless the hook that started it says it is done.
+    #[command(name = "__reap", hide = true)]
+    Reap { job: String },
 }
 
 fn init_tracing() {
@@ -56,9 +61,28 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Check => {
-            eprintln!("nsh check: not implemented yet");
-            ExitCode::from(2)
+        Command::Check => match check::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("FAIL  {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Reap { job } => {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return ExitCode::FAILURE;
+            };
+            let connect = async || {
+                let config = config::load()?;
+                scheduler::slurm_rest_from_config(&config).await
+            };
+            match reaper::run(&rt, &job, connect) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
         }
     }
 }

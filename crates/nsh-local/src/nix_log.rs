@@ -13,10 +13,6 @@ pub const LVL_ERROR: u8 = 0;
 pub const LVL_WARN: u8 = 1;
 pub const LVL_INFO: u8 = 3;
 
-/// Activity and result types of Nix's logger that nsh uses.
-const ACT_BUILD: u64 = 105;
-const RES_BUILD_LOG_LINE: u64 = 101;
-
 pub struct Ui {
     /// fd 4: the build log Nix stores and prints. Absent when run outside Nix (`nsh check`).
     build_log: Mutex<Option<std::fs::File>>,
@@ -71,35 +67,12 @@ impl Ui {
 
     /// Raw build-log bytes: into Nix's log file and its terminal output.
     pub fn build_log(&self, bytes: &[u8]) {
-        if let Ok(mut guard) = self.build_log.lock() {
-            if let Some(f) = guard.as_mut() {
-                // A failed write to fd 4 means Nix is gone; nothing useful to do about it.
-                let _ = f.write_all(bytes);
-            }
+        if let Ok(mut guard) = self.build_log.lock()
+            && let Some(f) = guard.as_mut()
+        {
+            // A failed write to fd 4 means Nix is gone; nothing useful to do about it.
+            let _ = f.write_all(bytes);
         }
-    }
-
-    /// Starts a build activity so that `nix build` shows progress under the derivation.
-    pub fn start_build_activity(&self, id: u64, drv_path: &str, machine: &str) {
-        let line = serde_json::json!({
-            "action": "start", "id": id, "level": LVL_INFO, "type": ACT_BUILD,
-            "text": format!("building '{drv_path}' on '{machine}'"),
-            "fields": [drv_path, machine, 1, 1], "parent": 0
-        });
-        emit(&format!("@nix {line}\n"));
-    }
-
-    pub fn stop_activity(&self, id: u64) {
-        let line = serde_json::json!({"action": "stop", "id": id});
-        emit(&format!("@nix {line}\n"));
-    }
-
-    /// A build-log line attributed to an activity (goes into `nix log` too).
-    pub fn log_line(&self, id: u64, line: &str) {
-        let line = serde_json::json!({
-            "action": "result", "id": id, "type": RES_BUILD_LOG_LINE, "fields": [line]
-        });
-        emit(&format!("@nix {line}\n"));
     }
 }
 

@@ -176,11 +176,11 @@ pub async fn fetch_output(
         loop {
             match chan.recv().await? {
                 AgentMsg::NarChunk(bytes) => {
-                    if let Some(t) = &tx {
-                        if t.send(bytes).await.is_err() {
-                            // The unpacker stopped (refused the NAR); drain the rest.
-                            tx = None;
-                        }
+                    if let Some(t) = &tx
+                        && t.send(bytes).await.is_err()
+                    {
+                        // The unpacker stopped (refused the NAR); drain the rest.
+                        tx = None;
                     }
                 }
                 AgentMsg::NarEnd => return Ok(()),

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -77,8 +78,10 @@ pub fn parse_stderr_line(line: &str) -> StderrLine {
     }
 }
 
-/// `nix-store --realise` arguments (after `[--store S]`) for a request.
-pub fn realise_args(req: &BuildRequest) -> Result<Vec<String>> {
+/// `nix-store --realise` arguments (after `[--store S]`) for a request. `root` becomes a
+/// GC root for the outputs (in the agent's directory, so it goes when the agent does):
+/// nothing else keeps them alive between the build and their transfer.
+pub fn realise_args(req: &BuildRequest, root: &Path) -> Result<Vec<String>> {
     check_path_arg(&req.drv_path)?;
     let mut target = req.drv_path.clone();
     if !req.outputs.is_empty() {
@@ -93,9 +96,17 @@ pub fn realise_args(req: &BuildRequest) -> Result<Vec<String>> {
         }
         target = format!("{target}!{}", req.outputs.join(","));
     }
-    let mut args: Vec<String> = ["--realise", &target, "--log-format", "internal-json"]
-        .map(str::to_owned)
-        .into();
+    let root = root.to_str().context("agent directory is not UTF-8")?;
+    let mut args: Vec<String> = [
+        "--realise",
+        &target,
+        "--add-root",
+        root,
+        "--log-format",
+        "internal-json",
+    ]
+    .map(str::to_owned)
+    .into();
     for (name, value) in &req.options {
         if name.is_empty() || name.starts_with('-') || name.contains(['\0', ' ', '\n']) {
             bail!("refusing option name {name:?}");
@@ -141,8 +152,9 @@ impl Build {
         nix: &NixStore,
         children: &Arc<Children>,
         req: &BuildRequest,
+        root: &Path,
     ) -> Result<Arc<Build>> {
-        let args = realise_args(req)?;
+        let args = realise_args(req, root)?;
         log!(
             "starting build: {} {}",
             nix.program().display(),
@@ -170,7 +182,8 @@ impl Build {
             }),
             changed: Condvar::new(),
         });
-        let out_thread = thread::spawn(move || read_outputs(stdout));
+        let root = root.to_owned();
+        let out_thread = thread::spawn(move || read_outputs(stdout, &root));
         let b = Arc::clone(&build);
         let err_thread = thread::spawn(move || b.read_stderr(stderr));
         let b = Arc::clone(&build);
@@ -349,13 +362,31 @@ impl Build {
     }
 }
 
-fn read_outputs(stdout: impl Read) -> Vec<String> {
+/// The store paths `nix-store --realise --add-root R` printed. With `--add-root` it prints
+/// the root symlinks (`R`, `R-dev`, …), not the outputs (seen on Nix 2.34), so those are
+/// resolved to their targets, which are store paths also for a chroot store.
+fn read_outputs(stdout: impl Read, root: &Path) -> Vec<String> {
     BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
         .map(|l| l.trim().to_owned())
         .filter(|l| l.starts_with('/'))
+        .filter_map(|l| resolve_root(&l, root))
         .collect()
+}
+
+fn resolve_root(printed: &str, root: &Path) -> Option<String> {
+    let dir = root.parent()?;
+    if !Path::new(printed).starts_with(dir) {
+        return Some(printed.to_owned());
+    }
+    match std::fs::read_link(printed) {
+        Ok(target) => target.to_str().map(str::to_owned),
+        Err(e) => {
+            log!("reading GC root {printed}: {e}");
+            None
+        }
+    }
 }
 
 /// Exit code, or 128 + signal number as a shell reports it.
@@ -423,10 +454,12 @@ mod tests {
             ],
         };
         assert_eq!(
-            realise_args(&req).unwrap(),
+            realise_args(&req, Path::new("/d/result")).unwrap(),
             [
                 "--realise",
                 "/nix/store/aaaa-x.drv!out,dev",
+                "--add-root",
+                "/d/result",
                 "--log-format",
                 "internal-json",
                 "--option",
@@ -441,17 +474,17 @@ mod tests {
             drv_path: "--gc".into(),
             ..req.clone()
         };
-        assert!(realise_args(&bad).is_err());
+        assert!(realise_args(&bad, Path::new("/d/result")).is_err());
         let bad = BuildRequest {
             outputs: vec!["a,b".into()],
             ..req.clone()
         };
-        assert!(realise_args(&bad).is_err());
+        assert!(realise_args(&bad, Path::new("/d/result")).is_err());
         let bad = BuildRequest {
             options: vec![("--x".into(), "1".into())],
             ..req
         };
-        assert!(realise_args(&bad).is_err());
+        assert!(realise_args(&bad, Path::new("/d/result")).is_err());
     }
 
     fn idle_build() -> Build {

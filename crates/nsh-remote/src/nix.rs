@@ -8,7 +8,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result, bail};
+
+use crate::procs::{ChildGuard, Children};
 
 /// The token variable; never passed on to children.
 pub const TOKEN_ENV: &str = "NSH_AGENT_TOKEN";
@@ -74,6 +78,24 @@ impl NixStore {
         cmd
     }
 
+    /// `nix-store --dump` of a store path. `--dump` reads the file system, not the store
+    /// (Nix 2.34 with `--store /scratch/s` looked for `//nix/store/…`), so for a chroot
+    /// store given as a directory it is pointed at the physical copy. Other store URLs
+    /// (e.g. `local?root=…`) are not translated.
+    pub fn dump_command(&self, path: &str) -> Command {
+        let physical = match &self.store {
+            Some(s) if s.starts_with('/') => Path::new(s).join(path.trim_start_matches('/')),
+            _ => PathBuf::from(path),
+        };
+        let mut cmd = Command::new(&self.program);
+        cmd.arg("--dump")
+            .arg(physical)
+            .env_remove(TOKEN_ENV)
+            .stdin(Stdio::null())
+            .process_group(0);
+        cmd
+    }
+
     /// Runs `nix-store [--store S] <args>` to completion and returns its stdout, or an error
     /// that quotes its stderr.
     pub fn run(&self, args: &[&str]) -> Result<String> {
@@ -82,6 +104,30 @@ impl NixStore {
             .args(args)
             .output()
             .with_context(|| format!("running {}", self.program.display()))?;
+        if !out.status.success() {
+            bail!(
+                "nix-store {} failed ({}): {}",
+                args.first().copied().unwrap_or_default(),
+                out.status,
+                tail_text(&out.stderr, 2000)
+            );
+        }
+        String::from_utf8(out.stdout).context("nix-store printed non-UTF-8 output")
+    }
+
+    /// Like [`NixStore::run`], with the child's group registered in `children` meanwhile.
+    pub fn run_registered(&self, children: &Arc<Children>, args: &[&str]) -> Result<String> {
+        let child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", self.program.display()))?;
+        let _guard = ChildGuard::new(children, child.id() as i32);
+        let out = child
+            .wait_with_output()
+            .with_context(|| format!("waiting for {}", self.program.display()))?;
         if !out.status.success() {
             bail!(
                 "nix-store {} failed ({}): {}",
@@ -184,6 +230,18 @@ mod tests {
         let chroot = NixStore::locate(Some(&fake), "/scratch/s").unwrap();
         let args: Vec<_> = chroot.command().get_args().map(|a| a.to_owned()).collect();
         assert_eq!(args, ["--store", "/scratch/s"]);
+        let dump: Vec<_> = chroot
+            .dump_command("/nix/store/aaaa-x")
+            .get_args()
+            .map(|a| a.to_owned())
+            .collect();
+        assert_eq!(dump, ["--dump", "/scratch/s/nix/store/aaaa-x"]);
+        let dump: Vec<_> = auto
+            .dump_command("/nix/store/aaaa-x")
+            .get_args()
+            .map(|a| a.to_owned())
+            .collect();
+        assert_eq!(dump, ["--dump", "/nix/store/aaaa-x"]);
         assert!(NixStore::locate(Some(&dir.join("does-not-exist")), "auto").is_err());
         std::fs::remove_dir_all(&fake).unwrap();
     }

@@ -55,6 +55,7 @@ fn check_store(r: &mut Report, store: &Path) {
     let s = store.display();
     if store.starts_with("/tmp") || store.starts_with("/var/tmp") {
         r.fail(&format!("store {s} is under a world-writable temp dir: put remote-store elsewhere (e.g. /scratch/$USER/nix)"));
+        return;
     } else if store.starts_with("/run/user") {
         r.warn(&format!(
             "store {s} is under /run/user, which is removed at logout: prefer a scratch dir"

@@ -173,15 +173,23 @@ impl Agent {
         st.last_activity = Instant::now();
     }
 
-    /// Marks the agent as leaving for good: the lease no longer applies.
-    pub fn begin_exit(&self) -> bool {
-        !self.exiting.swap(true, Ordering::SeqCst)
+    /// Marks the agent as leaving for good: the lease no longer applies and no further
+    /// request is served.
+    pub fn begin_exit(&self) {
+        self.exiting.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_exiting(&self) -> bool {
+        self.exiting.load(Ordering::SeqCst)
     }
 
     /// Stops every child, removes the directory and exits.
     pub fn shutdown(&self, why: &str, code: i32) -> ! {
-        self.exiting.store(true, Ordering::SeqCst);
+        self.begin_exit();
         log!("shutting down: {why}");
+        if let Some((_, s)) = self.lock().current.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
         self.children.terminate_all();
         self.remove_dir();
         log!("exit {code}");

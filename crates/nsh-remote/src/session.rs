@@ -89,6 +89,10 @@ fn serve_inner(agent: &Arc<Agent>, stream: UnixStream, id: u64) -> Result<()> {
         return Ok(());
     }
     drop(token);
+    if agent.is_exiting() {
+        log!("connection {id}: refused: the agent is exiting");
+        return Ok(());
+    }
     agent.make_current(id, &stream);
     stream
         .set_read_timeout(None)
@@ -168,6 +172,9 @@ impl Conn {
         // Import progress belongs to this connection and is dropped (aborted) with it.
         let mut import: Option<Import> = None;
         while let Ok(msg) = rx.recv() {
+            if self.agent.is_exiting() {
+                return Ok(());
+            }
             match msg {
                 ClientMsg::Hello { .. } => return Err(anyhow!("unexpected second Hello")),
                 ClientMsg::Ping => self.send(&AgentMsg::Pong)?,
@@ -220,7 +227,8 @@ impl Conn {
                     ));
                 }
                 None => {
-                    let b = Build::start(&self.agent.nix, &self.agent.children, req)?;
+                    let root = self.agent.dir.join("result");
+                    let b = Build::start(&self.agent.nix, &self.agent.children, req, &root)?;
                     st.build = Some(Arc::clone(&b));
                     b
                 }
@@ -273,13 +281,16 @@ impl Conn {
             self.id
         );
         agent.children.terminate_all();
+        // The GC root of the outputs lives in the directory: drop it first, so that the
+        // collection takes the outputs too (the client has its copy).
+        agent.remove_dir();
         if collect_garbage {
-            match agent.nix.run(&["--gc"]) {
+            // Registered, so that a SIGTERM meanwhile stops it too.
+            match agent.nix.run_registered(&agent.children, &["--gc"]) {
                 Ok(out) => log!("nix-store --gc: {}", out.trim()),
                 Err(e) => log!("nix-store --gc failed (ignored): {e:#}"),
             }
         }
-        agent.remove_dir();
         if let Err(e) = self.send(&AgentMsg::Bye) {
             log!("sending Bye: {e:#}");
         }

@@ -88,8 +88,7 @@ pub fn send_output(
     send(AgentMsg::Output(info))?;
 
     let mut child = nix
-        .command()
-        .args(["--dump", path])
+        .dump_command(path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -101,6 +101,15 @@ mod tests {
         assert_eq!(decode(ABC_NIX32).unwrap(), digest);
     }
 
+    /// A real pair from Nix 2.34: `nix-store -q --hash P` and `nix-store --dump P | sha256sum`.
+    #[test]
+    fn matches_nix_store_query_hash() {
+        let printed = "12a6h9488078aipy8xc900cw78hxfy7bmdf5sada5195lw2y1a5j";
+        let dumped = "b2a8e005a72585a29ad2c5b5ba8e771da2c319008975e46f54e8008448824689";
+        assert_eq!(hex::encode(decode(printed).unwrap()), dumped);
+        assert_eq!(encode(&hex::decode(dumped).unwrap()), printed);
+    }
+
     #[test]
     fn round_trips_store_path_hash_length() {
         for len in [0usize, 1, 5, 20, 32, 64] {

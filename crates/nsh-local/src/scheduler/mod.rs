@@ -3,6 +3,8 @@
 
 pub mod slurm_rest;
 
+use anyhow::Context;
+
 use std::fmt;
 
 /// What nsh asks the scheduler to run: one batch job per derivation.
@@ -68,4 +70,21 @@ pub trait Scheduler: Send + Sync {
     fn cancel(&self, id: &JobId) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Human-readable name of the endpoint, for messages (`slurmrestd at host:port (v0.0.42)`).
     fn describe(&self) -> String;
+}
+
+/// The Slurm REST backend as configured in `nsh.conf`.
+pub async fn slurm_rest_from_config(
+    config: &crate::config::Config,
+) -> anyhow::Result<slurm_rest::SlurmRest> {
+    let token = config
+        .slurm_jwt_token
+        .as_ref()
+        .context("'slurm-jwt-token' is required when job-scheduler = slurm")?;
+    slurm_rest::SlurmRest::connect(
+        &config.slurm_api_host,
+        config.slurm_api_port,
+        token.expose(),
+        config.slurm_api_version.as_deref(),
+    )
+    .await
 }

@@ -9,10 +9,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
-use super::{
-    ApiVersion, Error, JobId, JobSpec, JobState, JobStatus, Paths, Scheduler, SlurmRest, Token,
-    choose_version, exit_of, job_status, served_versions, submit_body,
-};
+use super::shapes::{Paths, choose_version, exit_of, job_status, served_versions, submit_body};
+use super::{ApiVersion, Error, SlurmRest, Token};
+use crate::scheduler::{JobId, JobSpec, JobState, JobStatus, Scheduler};
 
 const SECRET_SIGNATURE: &str = "c2VjcmV0LXNpZ25hdHVyZS1kby1ub3QtbGVhaw";
 
@@ -690,6 +689,48 @@ async fn rejected_token_is_named_but_never_quoted() {
         assert!(!text.contains(SECRET_SIGNATURE), "{text}");
     }
     assert!(rest.status(&JobId("5".into())).await.is_err());
+}
+
+#[tokio::test]
+async fn rejected_token_on_22_05_is_a_probable_rejection() {
+    // Captured from 22.05.8 with a forged signature: submit, then job query.
+    let server = slurmrestd(doc_2205(), |r| {
+        let body = if r.method == "POST" {
+            r#"{"meta":{},"errors":[{"error_code":5005,"error":"Zero Bytes were transmitted or received"}]}"#
+        } else {
+            r#"{"meta":{},"errors":[{"description":"Unable to find JobId=20","error_number":-1,"error":"Unspecified error","source":"slurm_load_job"}],"jobs":[]}"#
+        };
+        Some((500, body.into()))
+    })
+    .await;
+    let rest = SlurmRest::connect("127.0.0.1", server.port, &token_for("alice"), None)
+        .await
+        .unwrap();
+    let submit = rest.submit(&spec()).await.unwrap_err();
+    let status = rest.status(&JobId("20".into())).await.unwrap_err();
+    for err in [submit, status] {
+        let text = format!("{err:#}");
+        assert!(text.contains("probably rejected the JWT"), "{text}");
+        assert!(
+            text.contains("slurm-jwt-token") && text.contains("HTTP 500"),
+            "{text}"
+        );
+        let e = err.downcast_ref::<Error>().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::TokenRejected {
+                    ambiguous: true,
+                    ..
+                }
+            ) && e.is_transient()
+        );
+    }
+    let text = format!("{:#}", rest.submit(&spec()).await.unwrap_err());
+    assert!(
+        text.contains("Zero Bytes were transmitted or received (error 5005)"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,497 @@
+//! The JSON of each Slurm REST API version, as pure functions: which paths a version
+//! serves, the submit body, and what job records, error lists and kill answers mean.
+//! Kept apart from the HTTP client so every shape can be tested against captured samples.
+
+use std::collections::BTreeMap;
+
+use reqwest::StatusCode;
+use serde_json::{Map, Value};
+
+use super::{ApiVersion, MAX_VERSION, MIN_VERSION};
+use crate::scheduler::{JobId, JobSpec, JobState, JobStatus};
+
+/// Longest non-JSON body quoted in an error.
+pub(super) const MAX_QUOTED: usize = 300;
+
+/// `ESLURM_INVALID_JOB_ID`: the job never existed or was purged after `MinJobAge`.
+pub(super) const ESLURM_INVALID_JOB_ID: i64 = 2017;
+/// `ESLURM_ALREADY_DONE`: the job is completing or completed.
+pub(super) const ESLURM_ALREADY_DONE: i64 = 2021;
+/// `SLURM_PROTOCOL_AUTHENTICATION_ERROR`: 24.11+ answers 511 with it for a bad token.
+pub(super) const SLURM_PROTOCOL_AUTHENTICATION_ERROR: i64 = 1007;
+/// What 22.05 (v0.0.38) answers, with HTTP 500, when slurmctld rejects the token: -1
+/// (`Unspecified error`) for job queries, 5005 (`Zero Bytes were transmitted or received`)
+/// for submit and cancel.
+pub(super) const V0_0_38_AUTH_ERRORS: [i64; 2] = [-1, 5005];
+
+/// Job state words, by what they mean to nsh. Anything else counts as pending.
+pub(super) const FAILED_WORDS: [&str; 9] = [
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+    "LAUNCH_FAILED",
+    "REVOKED",
+];
+/// Checked before the running words: `["RUNNING","CONFIGURING"]` has not started the
+/// script yet (nodes still booting).
+pub(super) const PENDING_WORDS: [&str; 9] = [
+    "PENDING",
+    "CONFIGURING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "SPECIAL_EXIT",
+    "SUSPENDED",
+    "RESV_DEL_HOLD",
+    "POWER_UP_NODE",
+];
+/// v0.0.38 reports a bare `COMPLETING` while the end is not final yet: keep polling.
+pub(super) const RUNNING_WORDS: [&str; 5] = [
+    "RUNNING",
+    "COMPLETING",
+    "STAGE_OUT",
+    "SIGNALING",
+    "RESIZING",
+];
+
+/// The endpoints nsh uses, as the OpenAPI document spells them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Paths {
+    pub(super) submit: String,
+    /// `job/{job_id}` split around the parameter.
+    pub(super) job: (String, String),
+    pub(super) jobs: String,
+    /// `jobs/state/` (v0.0.41+): a cheap authenticated request for [`SlurmRest::ping`].
+    pub(super) jobs_state: Option<String>,
+}
+
+impl Paths {
+    /// Finds the endpoints of `version` among the document's paths; `None` without a
+    /// job submit path.
+    pub(super) fn find<'a>(
+        version: ApiVersion,
+        listed: impl IntoIterator<Item = &'a str>,
+    ) -> Option<Paths> {
+        let prefix = format!("/slurm/{version}/");
+        let mut submit = None;
+        let mut job = None;
+        let mut jobs = None;
+        let mut jobs_state = None;
+        for path in listed {
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            match rest.trim_end_matches('/') {
+                "job/submit" => submit = Some(path.to_owned()),
+                "jobs" => jobs = Some(path.to_owned()),
+                "jobs/state" => jobs_state = Some(path.to_owned()),
+                other => {
+                    let is_job = other
+                        .strip_prefix("job/{")
+                        .and_then(|p| p.strip_suffix('}'))
+                        .is_some_and(|param| !param.contains(['/', '{', '}']));
+                    if is_job
+                        && let Some((before, after)) = path.split_once('{')
+                        && let Some((_, after)) = after.split_once('}')
+                    {
+                        job = Some((before.to_owned(), after.to_owned()));
+                    }
+                }
+            }
+        }
+        let submit = submit?;
+        // Listed by every version seen so far; the fallbacks only guard odd documents.
+        let slash = if version.job_script_inside() { "/" } else { "" };
+        Some(Paths {
+            job: job.unwrap_or_else(|| (format!("{prefix}job/"), String::new())),
+            jobs: jobs.unwrap_or_else(|| format!("{prefix}jobs{slash}")),
+            submit,
+            jobs_state,
+        })
+    }
+
+    pub(super) fn job(&self, id: &str) -> String {
+        format!("{}{id}{}", self.job.0, self.job.1)
+    }
+}
+
+/// Versions whose paths the OpenAPI document lists, each with its endpoints when it has a
+/// submit path.
+pub(super) fn served_versions(doc: &Value) -> BTreeMap<ApiVersion, Option<Paths>> {
+    let Some(paths) = doc.get("paths").and_then(Value::as_object) else {
+        return BTreeMap::new();
+    };
+    let mut by_version: BTreeMap<ApiVersion, Vec<&str>> = BTreeMap::new();
+    for path in paths.keys() {
+        let version = path
+            .strip_prefix("/slurm/")
+            .and_then(|rest| rest.split_once('/'))
+            .and_then(|(version, _)| ApiVersion::parse(version));
+        if let Some(version) = version {
+            by_version.entry(version).or_default().push(path);
+        }
+    }
+    by_version
+        .into_iter()
+        .map(|(version, listed)| (version, Paths::find(version, listed)))
+        .collect()
+}
+
+/// Picks the forced version if it is served, else the newest served version nsh speaks.
+pub(super) fn choose_version(
+    served: &BTreeMap<ApiVersion, Option<Paths>>,
+    forced: Option<&str>,
+) -> Result<(ApiVersion, Paths), String> {
+    let usable = |v: &ApiVersion| served.get(v).is_some_and(Option::is_some);
+    let listing = || {
+        if served.is_empty() {
+            "no /slurm/ paths".to_owned()
+        } else {
+            served
+                .keys()
+                .map(ApiVersion::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let version = match forced {
+        Some(text) => {
+            let version = ApiVersion::parse(text)
+                .ok_or_else(|| format!("slurm-api-version `{text}` is not of the form v0.0.NN"))?;
+            if !version.is_supported() {
+                return Err(format!(
+                    "slurm-api-version {version} is not one nsh speaks ({MIN_VERSION} to \
+                     {MAX_VERSION})"
+                ));
+            }
+            if !usable(&version) {
+                return Err(format!(
+                    "slurm-api-version {version} is not served with a job submit path (the \
+                     OpenAPI document lists {}); unset it to negotiate",
+                    listing()
+                ));
+            }
+            version
+        }
+        None => served
+            .keys()
+            .copied()
+            .filter(|v| v.is_supported() && usable(v))
+            .max()
+            .ok_or_else(|| {
+                format!(
+                    "no REST API version in common: the OpenAPI document lists {}, nsh speaks \
+                     {MIN_VERSION} to {MAX_VERSION}; load `openapi/slurmctld` (Slurm 23.11+) \
+                     or `openapi/v0.0.38` (22.05) with slurmrestd's -s option",
+                    listing()
+                )
+            })?,
+    };
+    match served.get(&version) {
+        Some(Some(paths)) => Ok((version, paths.clone())),
+        _ => Err(format!("{version} has no job submit path")),
+    }
+}
+
+/// The `/job/submit` body for `version`, with `job.extra` merged last into `job`.
+pub(super) fn submit_body(version: ApiVersion, spec: &JobSpec) -> Result<Value, String> {
+    for (name, _) in &spec.environment {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(format!(
+                "environment variable name `{name}` is empty or has `=`/NUL"
+            ));
+        }
+    }
+    let mut job = Map::new();
+    job.insert("name".into(), spec.name.clone().into());
+    job.insert(
+        "current_working_directory".into(),
+        spec.working_dir.clone().into(),
+    );
+    // The job script redirects its own output; Slurm's files would only pile up.
+    job.insert("standard_output".into(), "/dev/null".into());
+    job.insert("standard_error".into(), "/dev/null".into());
+    // nsh owns retries: a requeued job would start the agent a second time. v0.0.38 reads
+    // any `requeue` as `--requeue` (seen on 22.05); it needs `--no-requeue`'s name.
+    if version == ApiVersion(38) {
+        job.insert("no_requeue".into(), true.into());
+    } else {
+        job.insert("requeue".into(), false.into());
+    }
+    let mut body = Map::new();
+    if version.job_script_inside() {
+        let env = spec
+            .environment
+            .iter()
+            .map(|(k, v)| Value::from(format!("{k}={v}")));
+        job.insert("environment".into(), Value::Array(env.collect()));
+        job.insert("script".into(), spec.script.clone().into());
+    } else {
+        // v0.0.38 takes only an object and only a top-level script; v0.0.39 takes both.
+        let env = spec
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.clone())));
+        job.insert("environment".into(), Value::Object(env.collect()));
+        body.insert("script".into(), spec.script.clone().into());
+    }
+    for (key, value) in &spec.extra {
+        job.insert(key.clone(), value.clone());
+    }
+    body.insert("job".into(), Value::Object(job));
+    Ok(Value::Object(body))
+}
+
+/// `job_id` of a submit answer: a number (or, defensively, a numeric string).
+pub(super) fn submitted_job_id(answer: &Value) -> Option<JobId> {
+    match answer.get("job_id")? {
+        Value::Number(n) => n.as_u64().map(|n| JobId(n.to_string())),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(JobId(s.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// A number that is either plain or wrapped as `{set, infinite, number}`.
+pub(super) fn maybe_number(value: Option<&Value>) -> Option<i64> {
+    match value? {
+        Value::Number(n) => n.as_i64(),
+        Value::Object(o) => {
+            let set = o.get("set").and_then(Value::as_bool).unwrap_or(false);
+            let infinite = o.get("infinite").and_then(Value::as_bool).unwrap_or(false);
+            if set && !infinite {
+                o.get("number").and_then(Value::as_i64)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `(exit code, signal)` of a job record's `exit_code`.
+pub(super) fn exit_of(value: Option<&Value>) -> (Option<i32>, Option<i32>) {
+    let to_i32 = |n: i64| i32::try_from(n).ok();
+    match value {
+        // v0.0.38/39: the raw wait status.
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(raw) if raw >= 0 => {
+                let signal = raw & 0x7f;
+                if signal != 0 {
+                    (None, to_i32(signal))
+                } else {
+                    (to_i32((raw >> 8) & 0xff), None)
+                }
+            }
+            _ => (None, None),
+        },
+        Some(Value::Object(o)) => {
+            let code = maybe_number(o.get("return_code")).and_then(to_i32);
+            let signal = o
+                .get("signal")
+                .and_then(|s| maybe_number(s.get("id")))
+                .filter(|&s| s != 0)
+                .and_then(to_i32);
+            (code, signal)
+        }
+        _ => (None, None),
+    }
+}
+
+/// The state words of `job_state`: a string (v0.0.38/39) or an array of flags (v0.0.40+).
+fn state_words(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::String(s)) => s
+            .split([',', ' '])
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_uppercase)
+            .collect(),
+        Some(Value::Array(words)) => words
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_uppercase)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn classify(words: &[String], exit_code: Option<i32>) -> JobState {
+    let has = |word: &str| words.iter().any(|w| w == word);
+    if FAILED_WORDS.iter().any(|w| has(w)) {
+        JobState::Failed
+    } else if has("COMPLETED") {
+        JobState::Finished
+    } else if has("FAILED") {
+        // The script ran and exited non-zero; FAILED without one is Slurm failing the job.
+        if exit_code.is_some_and(|c| c != 0) {
+            JobState::Finished
+        } else {
+            JobState::Failed
+        }
+    } else if PENDING_WORDS.iter().any(|w| has(w)) {
+        JobState::Pending
+    } else if RUNNING_WORDS.iter().any(|w| has(w)) {
+        JobState::Running
+    } else {
+        JobState::Pending
+    }
+}
+
+/// Maps one job record of `GET job/{id}` to a [`JobStatus`].
+pub(super) fn job_status(job: &Value) -> Result<JobStatus, String> {
+    let words = state_words(job.get("job_state"));
+    if words.is_empty() {
+        return Err("the job record has no job_state".to_owned());
+    }
+    let (exit_code, signal) = exit_of(job.get("exit_code"));
+    let state = classify(&words, exit_code);
+    let (exit_code, signal) = match state {
+        JobState::Finished => (exit_code.or(Some(0)).filter(|_| signal.is_none()), signal),
+        JobState::Failed => (exit_code, signal),
+        _ => (None, None),
+    };
+    let text = |key: &str| job.get(key).and_then(Value::as_str).map(str::trim);
+    let host = text("batch_host")
+        .filter(|h| !h.is_empty() && *h != "(null)")
+        .or_else(|| text("nodes").filter(|n| !n.is_empty() && !n.contains(['[', ',', '('])))
+        .map(str::to_owned);
+    let reason = text("state_reason")
+        .filter(|r| !r.is_empty() && *r != "None")
+        .map(str::to_owned);
+    Ok(JobStatus {
+        state,
+        raw_state: words.join(","),
+        host,
+        exit_code,
+        signal,
+        reason,
+    })
+}
+
+pub(super) fn unknown_status() -> JobStatus {
+    JobStatus {
+        state: JobState::Unknown,
+        raw_state: String::new(),
+        host: None,
+        exit_code: None,
+        signal: None,
+        reason: None,
+    }
+}
+
+/// The record of job `id` in a `GET job/{id}` answer; `None` if the answer lists no job.
+pub(super) fn find_job<'a>(answer: &'a Value, id: &JobId) -> Option<&'a Value> {
+    let jobs = answer.get("jobs")?.as_array()?;
+    let same = |job: &&Value| match job.get("job_id") {
+        Some(Value::Number(n)) => n.to_string() == id.0,
+        Some(Value::String(s)) => *s == id.0,
+        _ => false,
+    };
+    jobs.iter().find(same).or_else(|| jobs.first())
+}
+
+/// `error_number`, or `error_code` as 22.05's submit answers say.
+fn error_number(item: &Value) -> Option<i64> {
+    item.get("error_number")
+        .or_else(|| item.get("error_code"))
+        .and_then(Value::as_i64)
+}
+
+/// Error numbers in `errors[]` and `status[].error.code` (v0.0.42+ kill).
+pub(super) fn error_numbers(answer: Option<&Value>) -> Vec<i64> {
+    let Some(answer) = answer else {
+        return Vec::new();
+    };
+    let items = |key: &str| {
+        answer
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    };
+    let errors = items("errors").filter_map(error_number);
+    let status = items("status").filter_map(|s| {
+        s.get("error")
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_i64)
+    });
+    errors.chain(status).filter(|&n| n != 0).collect()
+}
+
+/// What the server said went wrong, for an error message.
+pub(super) fn error_detail(text: &str, answer: Option<&Value>) -> String {
+    let Some(answer) = answer else {
+        let text = text.trim();
+        if text.is_empty() {
+            return "empty body".to_owned();
+        }
+        return match text.char_indices().nth(MAX_QUOTED) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text.to_owned(),
+        };
+    };
+    let items = |key: &str| {
+        answer
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    };
+    let mut parts = Vec::new();
+    for item in items("errors") {
+        let error = str_of(item, "error");
+        let description = str_of(item, "description").filter(|d| Some(*d) != error);
+        let mut part = [error, description]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
+        if let Some(n) = error_number(item) {
+            part = if part.is_empty() {
+                format!("error {n}")
+            } else {
+                format!("{part} (error {n})")
+            };
+        }
+        if !part.is_empty() {
+            parts.push(part);
+        }
+    }
+    for item in items("status") {
+        if let Some(error) = item.get("error")
+            && let Some(code) = error.get("code").and_then(Value::as_i64)
+            && code != 0
+        {
+            let what = str_of(error, "string").unwrap_or("error");
+            parts.push(format!("{what} (error {code})"));
+        }
+    }
+    if parts.is_empty() {
+        "no error details in the answer".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// A non-empty string field.
+fn str_of<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// `Authentication failure` (plain text, any version) or 511/1007 (24.11+).
+pub(super) fn is_auth_failure(status: StatusCode, text: &str, answer: Option<&Value>) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::NETWORK_AUTHENTICATION_REQUIRED
+        || (answer.is_none() && text.contains("Authentication failure"))
+        || error_numbers(answer).contains(&SLURM_PROTOCOL_AUTHENTICATION_ERROR)
+}
