@@ -87,10 +87,7 @@ async fn check_job<S: Scheduler>(
         dir = job_script::sh_quote(&files.dir),
         agent = job_script::sh_quote(&files.agent),
     );
-    let mut extra = config.slurm_extra_submission_params.clone();
-    extra
-        .entry("time_limit")
-        .or_insert(serde_json::json!({"set": true, "number": 5}));
+    let extra = config.slurm_extra_submission_params.clone();
     let job = sched
         .submit(&JobSpec {
             name: "nsh-check".into(),
@@ -123,7 +120,8 @@ async fn follow_job<S: Scheduler>(
     let host = loop {
         let st = sched.status(job).await?;
         match st.state {
-            JobState::Running => {
+            // A finished job is fine if it ran: the agent was there already.
+            JobState::Running | JobState::Finished => {
                 if let Some(h) = st.host.filter(|h| !h.is_empty()) {
                     break h;
                 }
