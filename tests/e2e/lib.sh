@@ -39,11 +39,14 @@ prelude() {
 }
 
 # nsh_build NAME NIXFILE [nix-build args...]: nix-build with nsh as the build hook; its
-# output goes to $LOGS/NAME.log; sets BUILD_RC.
+# output goes to $LOGS/NAME.log; sets BUILD_RC. Optional: an array BUILD_ENV of K=V words
+# set in nix-build's environment, e.g.
+#   BUILD_ENV=(NSH_CONFIG="$(printf 'k = v\nk2 = v2')"); nsh_build …; unset BUILD_ENV
 nsh_build() {
   local name=$1 file=$2; shift 2
   set +e
-  on_submit timeout "${BUILD_TIMEOUT:-300}" nix-build "$file" --no-out-link \
+  on_submit env ${BUILD_ENV[@]+"${BUILD_ENV[@]}"} timeout "${BUILD_TIMEOUT:-300}" \
+    nix-build "$file" --no-out-link \
     --option build-hook /opt/nsh/bin/nsh "$@" >"$LOGS/$name.log" 2>&1
   BUILD_RC=$?
   set -e
@@ -55,6 +58,8 @@ refute_log() { ! grep -qE -- "$2" "$LOGS/$1.log" || { grep -E -- "$2" "$LOGS/$1.
 # The store paths nix-build printed.
 out_paths() { grep -E '^/nix/store/[^ ]+$' "$LOGS/$1.log" || true; }
 job_ids() { grep -oE 'as job [0-9]+' "$LOGS/$1.log" | awk '{print $3}'; }
+# The node the (last) job of NAME ran on, from "job N is running on nodeX".
+job_node() { grep -oE 'job [0-9]+ is running on [^ ]+' "$LOGS/$1.log" | tail -n1 | awk '{print $NF}'; }
 
 # Jobs of ours Slurm still has pending or running.
 our_live_jobs() { on_submit squeue -h -o '%i %j %T' | awk '$2 ~ /^nsh-/' || true; }
@@ -62,6 +67,16 @@ assert_no_live_jobs() {
   local i left=""
   for i in $(seq 1 "${1:-30}"); do
     left=$(our_live_jobs); [ -z "$left" ] && return 0; sleep 1
+  done
+  fail "jobs left behind: $left"
+}
+# assert_jobs_gone SECONDS ID...: these jobs are neither pending nor running (others' jobs
+# on a shared testbed do not count).
+assert_jobs_gone() {
+  local secs=$1 i left=""; shift
+  for i in $(seq 1 "$secs"); do
+    left=$(on_submit squeue -h -o '%i %T' | awk -v ids=" $* " 'index(ids, " " $1 " ")' || true)
+    [ -z "$left" ] && return 0; sleep 1
   done
   fail "jobs left behind: $left"
 }

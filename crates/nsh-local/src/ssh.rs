@@ -65,13 +65,16 @@ impl SshPool {
         builder
             .known_hosts_check(KnownHosts::Strict)
             .control_directory(&self.dir)
-            .clean_history_control_directory(true)
+            // Not openssh's own cleaning: it removes every other hook's master directory,
+            // including ones whose master is still starting. See `remove_stale_masters`.
+            .clean_history_control_directory(false)
             .control_persist(ControlPersist::IdleFor(
                 std::num::NonZeroUsize::new(MASTER_IDLE.as_secs() as usize)
                     .unwrap_or(std::num::NonZeroUsize::MIN),
             ))
             .connect_timeout(Duration::from_secs(15))
             .server_alive_interval(Duration::from_secs(10));
+        remove_stale_masters(&self.dir);
         let session = builder.connect(host).await.map_err(explain)?;
         let (ctl, log) = session.detach();
         lock.set_len(0)?;
@@ -84,7 +87,31 @@ impl SshPool {
 /// openssh reports a failed master start with the master's log; keep its last lines, which
 /// say why (`Permission denied (publickey)`, `Could not resolve hostname`).
 fn explain(e: openssh::Error) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
+    anyhow::Error::from(e)
+}
+
+/// Removes master directories left by masters that exited (idle timeout) more than an
+/// hour ago: no control socket inside and not touched since.
+fn remove_stale_masters(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let is_master_dir = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(".ssh-connection"));
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if is_master_dir && old && !path.join("master").exists() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 fn sanitize(host: &str) -> String {
