@@ -80,8 +80,13 @@ pub fn parse_stderr_line(line: &str) -> StderrLine {
 
 /// `nix-store --realise` arguments (after `[--store S]`) for a request. `root` becomes a
 /// GC root for the outputs (in the agent's directory, so it goes when the agent does):
-/// nothing else keeps them alive between the build and their transfer.
-pub fn realise_args(req: &BuildRequest, root: &Path) -> Result<Vec<String>> {
+/// nothing else keeps them alive between the build and their transfer. `build_hook`
+/// (see [`NixStore::build_hook`]) is passed as `--option build-hook`.
+pub fn realise_args(
+    req: &BuildRequest,
+    root: &Path,
+    build_hook: Option<&Path>,
+) -> Result<Vec<String>> {
     check_path_arg(&req.drv_path)?;
     let mut target = req.drv_path.clone();
     if !req.outputs.is_empty() {
@@ -115,6 +120,10 @@ pub fn realise_args(req: &BuildRequest, root: &Path) -> Result<Vec<String>> {
             bail!("refusing value of option {name}: contains NUL");
         }
         args.extend(["--option".to_owned(), name.clone(), value.clone()]);
+    }
+    if let Some(hook) = build_hook {
+        let hook = hook.to_str().context("build hook path is not UTF-8")?;
+        args.extend(["--option", "build-hook", hook].map(str::to_owned));
     }
     Ok(args)
 }
@@ -154,7 +163,7 @@ impl Build {
         req: &BuildRequest,
         root: &Path,
     ) -> Result<Arc<Build>> {
-        let args = realise_args(req, root)?;
+        let args = realise_args(req, root, nix.build_hook())?;
         log!(
             "starting build: {} {}",
             nix.program().display(),
@@ -454,7 +463,7 @@ mod tests {
             ],
         };
         assert_eq!(
-            realise_args(&req, Path::new("/d/result")).unwrap(),
+            realise_args(&req, Path::new("/d/result"), None).unwrap(),
             [
                 "--realise",
                 "/nix/store/aaaa-x.drv!out,dev",
@@ -470,21 +479,35 @@ mod tests {
                 "nsh kvm",
             ]
         );
+        let with_hook = realise_args(
+            &req,
+            Path::new("/d/result"),
+            Some(Path::new("/opt/nix/libexec/nix/build-remote")),
+        )
+        .unwrap();
+        assert_eq!(
+            with_hook[with_hook.len() - 3..],
+            [
+                "--option",
+                "build-hook",
+                "/opt/nix/libexec/nix/build-remote"
+            ]
+        );
         let bad = BuildRequest {
             drv_path: "--gc".into(),
             ..req.clone()
         };
-        assert!(realise_args(&bad, Path::new("/d/result")).is_err());
+        assert!(realise_args(&bad, Path::new("/d/result"), None).is_err());
         let bad = BuildRequest {
             outputs: vec!["a,b".into()],
             ..req.clone()
         };
-        assert!(realise_args(&bad, Path::new("/d/result")).is_err());
+        assert!(realise_args(&bad, Path::new("/d/result"), None).is_err());
         let bad = BuildRequest {
             options: vec![("--x".into(), "1".into())],
             ..req
         };
-        assert!(realise_args(&bad, Path::new("/d/result")).is_err());
+        assert!(realise_args(&bad, Path::new("/d/result"), None).is_err());
     }
 
     fn idle_build() -> Build {

@@ -1,33 +1,300 @@
-//! Test-only misbehaviour, compiled in only with the `fault-injection` feature.
-//! `NSH_FAULT=corrupt-nar` flips one byte of the first NAR the agent sends (after it was
-//! hashed), so a test can check that the client refuses it.
+//! Test-only misbehaviour, compiled in only with the `fault-injection` feature (never in
+//! the release agent). The mode comes from the file `<state-dir>/fault-injection` (the
+//! state dir being the parent of the parent of `serve --dir`), read at each `FetchOutput`,
+//! or from `NSH_FAULT`. The file holds one mode name; `none` or no file = behave.
+//!
+//! Modes (all act on what `FetchOutput` sends; the normal job path is unchanged):
+//! - `corrupt-nar`: flips one byte of the real NAR in transit (after it was hashed, so
+//!   `NarEnd` still comes), at NAR offset 200 (or the last byte of a shorter NAR).
+//! - `nar-dotdot`, `nar-dot`, `nar-empty-name`, `nar-slash`, `nar-nul`: an entry named
+//!   `..`, `.`, ``, `../../../../etc/nsh-fault-pwned`, `nsh-fault-pwned\0x`.
+//! - `nar-unsorted`, `nar-duplicate`: entries out of order, or the same name twice.
+//! - `nar-symlink-dir`: a symlink `x -> /etc`, then a directory `x` holding a file
+//!   `nsh-fault-pwned` (writing through the link would land in /etc).
+//! - `nar-oversize`: a valid NAR with a 1 MiB file, announced as 64 bytes.
+//! - `wrong-path`: `OutputInfo` (and the real NAR) for a store path that is not the one
+//!   asked for (`/nix/store/000…0-nsh-fault-pwned`).
+//! - `bad-refs`: the real NAR with `/etc/passwd` and `nsh-fault-pwned` among the references.
+//!
+//! The hostile NARs are announced with their true hash and size (except `nar-oversize`),
+//! so only the client's decoder and checks stand in the way.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, bail};
+use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, OutputInfo};
+use nsh_wire::framing::write_bytes;
+use sha2::{Digest, Sha256};
 
 pub const FAULT_ENV: &str = "NSH_FAULT";
+/// Name of the mode file in the state dir.
+pub const FAULT_FILE: &str = "fault-injection";
+/// Marker every hostile payload uses as a name, so a test can look for it anywhere.
+pub const PWNED: &str = "nsh-fault-pwned";
 
-pub struct NarFault {
-    armed: bool,
+static STATE_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Remembers the state dir (parent of parent of the job's `--dir`).
+pub fn set_job_dir(dir: &Path) {
+    if let Some(state) = dir.parent().and_then(Path::parent) {
+        let _ = STATE_DIR.set(state.to_path_buf());
+    }
 }
 
+/// What `FetchOutput` should do wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    CorruptNar,
+    /// Send this hostile NAR instead of the output's.
+    Hostile(Hostile),
+    WrongPath,
+    BadRefs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    DotDot,
+    Dot,
+    EmptyName,
+    Slash,
+    Nul,
+    Unsorted,
+    Duplicate,
+    SymlinkDir,
+    Oversize,
+}
+
+fn parse_mode(s: &str) -> Option<Fault> {
+    Some(match s.trim() {
+        "corrupt-nar" => Fault::CorruptNar,
+        "nar-dotdot" => Fault::Hostile(Hostile::DotDot),
+        "nar-dot" => Fault::Hostile(Hostile::Dot),
+        "nar-empty-name" => Fault::Hostile(Hostile::EmptyName),
+        "nar-slash" => Fault::Hostile(Hostile::Slash),
+        "nar-nul" => Fault::Hostile(Hostile::Nul),
+        "nar-unsorted" => Fault::Hostile(Hostile::Unsorted),
+        "nar-duplicate" => Fault::Hostile(Hostile::Duplicate),
+        "nar-symlink-dir" => Fault::Hostile(Hostile::SymlinkDir),
+        "nar-oversize" => Fault::Hostile(Hostile::Oversize),
+        "wrong-path" => Fault::WrongPath,
+        "bad-refs" => Fault::BadRefs,
+        _ => return None,
+    })
+}
+
+/// The mode in force now: the state dir's file first, then `NSH_FAULT`.
+pub fn current() -> Option<Fault> {
+    let from_file = STATE_DIR
+        .get()
+        .and_then(|d| std::fs::read_to_string(d.join(FAULT_FILE)).ok());
+    let text = from_file.or_else(|| std::env::var(FAULT_ENV).ok())?;
+    let mode = text.split([',', '\n']).find_map(parse_mode);
+    if let Some(m) = mode {
+        crate::log::log!("fault injection: {m:?}");
+    }
+    mode
+}
+
+/// Flips one byte of the NAR stream once (past the header when the NAR is long enough).
+pub struct NarFault {
+    armed: bool,
+    /// The last block seen, to flip its last byte if the NAR ends before offset 200.
+    last: Option<(u64, usize)>,
+}
+
+const FLIP_AT: u64 = 200;
+
 impl NarFault {
-    pub fn from_env() -> NarFault {
-        let armed = std::env::var(FAULT_ENV)
-            .map(|v| v.split(',').any(|f| f.trim() == "corrupt-nar"))
-            .unwrap_or(false);
-        if armed {
-            crate::log::log!("fault injection: corrupting this NAR");
+    pub fn new(fault: Option<Fault>) -> NarFault {
+        NarFault {
+            armed: fault == Some(Fault::CorruptNar),
+            last: None,
         }
-        NarFault { armed }
     }
 
-    /// Flips a byte of the block at NAR offset `offset` once, past the NAR header.
+    /// Called with each block at NAR offset `offset` before it is compressed. Returns
+    /// true while the flip is still pending (the caller must then hold the block back
+    /// until the next call or `finish`), which only happens for NARs under 200 bytes.
     pub fn apply(&mut self, offset: u64, data: &mut [u8]) {
-        if !self.armed {
+        if !self.armed || data.is_empty() {
             return;
         }
-        let at = 200u64.saturating_sub(offset) as usize;
-        if let Some(b) = data.get_mut(at) {
-            *b ^= 0x01;
-            self.armed = false;
+        let end = offset + data.len() as u64;
+        if end > FLIP_AT {
+            let at = (FLIP_AT - offset.min(FLIP_AT)) as usize;
+            if let Some(b) = data.get_mut(at) {
+                *b ^= 0x01;
+                self.armed = false;
+            }
+        } else {
+            self.last = Some((offset, data.len()));
         }
+    }
+}
+
+/// Rewrites what `Output` says, for the modes that send the real NAR.
+pub fn rewrite_info(fault: Option<Fault>, info: &mut OutputInfo) {
+    match fault {
+        Some(Fault::WrongPath) => {
+            let store = info
+                .path
+                .rsplit_once('/')
+                .map_or("/nix/store", |(dir, _)| dir);
+            info.path = format!("{store}/{}-{PWNED}", "0".repeat(32));
+        }
+        Some(Fault::BadRefs) => {
+            info.references.push("/etc/passwd".into());
+            info.references.push(PWNED.into());
+        }
+        _ => {}
+    }
+}
+
+fn t(out: &mut Vec<u8>, toks: &[&[u8]]) {
+    for tok in toks {
+        // Writing to a Vec cannot fail.
+        let _ = write_bytes(out, tok);
+    }
+}
+
+fn entry(out: &mut Vec<u8>, name: &[u8], node: &[u8]) {
+    t(out, &[b"entry", b"(", b"name", name, b"node"]);
+    out.extend_from_slice(node);
+    t(out, &[b")"]);
+}
+
+fn file(contents: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    t(&mut v, &[b"(", b"type", b"regular", b"contents", contents, b")"]);
+    v
+}
+
+fn dir(entries: &[(&[u8], Vec<u8>)]) -> Vec<u8> {
+    let mut v = Vec::new();
+    t(&mut v, &[b"(", b"type", b"directory"]);
+    for (name, node) in entries {
+        entry(&mut v, name, node);
+    }
+    t(&mut v, &[b")"]);
+    v
+}
+
+/// The hostile NAR of `kind`: a directory whose entries break one rule.
+pub fn hostile_nar(kind: Hostile) -> Vec<u8> {
+    let pwned = PWNED.as_bytes();
+    let payload = || file(b"written by a hostile agent\n");
+    let slash = format!("../../../../etc/{PWNED}");
+    let nul = format!("{PWNED}\0x");
+    let root = match kind {
+        Hostile::DotDot => dir(&[(b"..", payload())]),
+        Hostile::Dot => dir(&[(b".", payload())]),
+        Hostile::EmptyName => dir(&[(b"", payload())]),
+        Hostile::Slash => dir(&[(slash.as_bytes(), payload())]),
+        Hostile::Nul => dir(&[(nul.as_bytes(), payload())]),
+        Hostile::Unsorted => dir(&[(b"b", payload()), (b"a", payload())]),
+        Hostile::Duplicate => dir(&[(pwned, payload()), (pwned, payload())]),
+        Hostile::SymlinkDir => {
+            let mut link = Vec::new();
+            t(&mut link, &[b"(", b"type", b"symlink", b"target", b"/etc", b")"]);
+            dir(&[(b"x", link), (b"x", dir(&[(pwned, payload())]))])
+        }
+        Hostile::Oversize => dir(&[(pwned, file(&vec![b'A'; 1 << 20]))]),
+    };
+    let mut nar = Vec::new();
+    t(&mut nar, &[nsh_wire::nar::NAR_MAGIC]);
+    nar.extend_from_slice(&root);
+    nar
+}
+
+/// Sends `Output` and a hostile NAR for `path` instead of the real one.
+pub fn send_hostile(
+    kind: Hostile,
+    mut info: OutputInfo,
+    send: &mut dyn FnMut(AgentMsg) -> Result<()>,
+) -> Result<()> {
+    let nar = hostile_nar(kind);
+    info.nar_hash = hex::encode(Sha256::digest(&nar));
+    info.nar_size = if kind == Hostile::Oversize {
+        64
+    } else {
+        nar.len() as u64
+    };
+    crate::log::log!(
+        "fault injection: sending a hostile NAR ({kind:?}, {} bytes) for {}",
+        nar.len(),
+        info.path
+    );
+    send(AgentMsg::Output(info))?;
+    let z = zstd::stream::encode_all(&nar[..], 3).context("compressing the hostile NAR")?;
+    for c in z.chunks(CHUNK_SIZE) {
+        send(AgentMsg::NarChunk(c.to_vec()))?;
+    }
+    send(AgentMsg::NarEnd)
+}
+
+/// Refuses to run a mode that needs the NAR's last byte when it was not flipped.
+pub fn check_done(f: &NarFault) -> Result<()> {
+    if f.armed && f.last.is_some() {
+        bail!("fault injection: the NAR is shorter than {FLIP_AT} bytes; nothing corrupted");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hostile_nar_is_refused() {
+        for kind in [
+            Hostile::DotDot,
+            Hostile::Dot,
+            Hostile::EmptyName,
+            Hostile::Slash,
+            Hostile::Nul,
+            Hostile::Unsorted,
+            Hostile::Duplicate,
+            Hostile::SymlinkDir,
+        ] {
+            let nar = hostile_nar(kind);
+            assert!(
+                nsh_wire::nar::parse(&mut &nar[..]).is_err(),
+                "{kind:?} parsed"
+            );
+        }
+        // Well-formed, only larger than announced.
+        let nar = hostile_nar(Hostile::Oversize);
+        assert!(nsh_wire::nar::parse(&mut &nar[..]).is_ok());
+        let limits = nsh_wire::nar::UnpackLimits {
+            max_total_size: 64,
+            ..Default::default()
+        };
+        assert!(nsh_wire::nar::parse_with_limits(&mut &nar[..], &limits).is_err());
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!(parse_mode("corrupt-nar\n"), Some(Fault::CorruptNar));
+        assert_eq!(
+            parse_mode(" nar-symlink-dir "),
+            Some(Fault::Hostile(Hostile::SymlinkDir))
+        );
+        assert_eq!(parse_mode("none"), None);
+    }
+
+    #[test]
+    fn corrupts_once_at_200() {
+        let mut f = NarFault::new(Some(Fault::CorruptNar));
+        let mut a = vec![0u8; 150];
+        f.apply(0, &mut a);
+        assert!(a.iter().all(|b| *b == 0));
+        let mut b = vec![0u8; 150];
+        f.apply(150, &mut b);
+        assert_eq!(b[50], 1);
+        let mut c = vec![0u8; 150];
+        f.apply(300, &mut c);
+        assert!(c.iter().all(|b| *b == 0));
+        assert!(check_done(&f).is_ok());
     }
 }

@@ -32,11 +32,15 @@ pub struct NixStore {
     program: PathBuf,
     /// `None` for `auto` (no `--store` flag).
     store: Option<String>,
+    /// Nix's own build hook next to a relocated Nix (`<bin_dir>/../libexec/nix/build-remote`),
+    /// passed to `--realise` as `build-hook`; `None` leaves the setting alone.
+    build_hook: Option<PathBuf>,
 }
 
 impl NixStore {
     /// Finds `nix-store`: `<bin_dir>/nix-store` when given, else on `PATH` or a usual place.
     pub fn locate(bin_dir: Option<&Path>, store: &str) -> Result<NixStore> {
+        let build_hook = bin_dir.and_then(relocated_build_hook);
         let program = match bin_dir {
             Some(dir) => {
                 let p = dir.join("nix-store");
@@ -58,11 +62,22 @@ impl NixStore {
             "" | "auto" => None,
             s => Some(s.to_owned()),
         };
-        Ok(NixStore { program, store })
+        Ok(NixStore {
+            program,
+            store,
+            build_hook,
+        })
     }
 
     pub fn program(&self) -> &Path {
         &self.program
+    }
+
+    /// The `build-hook` a realise must use, if the Nix in `--nix-bin-dir` ships one: Nix 2.8
+    /// runs its compiled-in `/usr/libexec/nix/build-remote` otherwise, which a node without
+    /// Nix lacks.
+    pub fn build_hook(&self) -> Option<&Path> {
+        self.build_hook.as_deref()
     }
 
     /// A `nix-store [--store S]` command without the token, in its own process group, with
@@ -196,6 +211,18 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// `<bin_dir>/../libexec/nix/build-remote`, when it exists and is executable. Only the
+/// directory is canonicalised: the file is a symlink to `nix`, which picks its personality
+/// from the name it is run by (resolved, `nix` would read the verbosity as a command).
+fn relocated_build_hook(bin_dir: &Path) -> Option<PathBuf> {
+    let hook = bin_dir.join("../libexec/nix/build-remote");
+    if !is_executable(&hook) {
+        return None;
+    }
+    let dir = std::fs::canonicalize(bin_dir.join("../libexec/nix")).ok()?;
+    Some(dir.join("build-remote"))
+}
+
 fn find_on_path() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -244,5 +271,44 @@ mod tests {
         assert_eq!(dump, ["--dump", "/nix/store/aaaa-x"]);
         assert!(NixStore::locate(Some(&dir.join("does-not-exist")), "auto").is_err());
         std::fs::remove_dir_all(&fake).unwrap();
+    }
+
+    #[test]
+    fn build_hook_only_next_to_a_relocated_nix() {
+        let root = std::env::temp_dir().join(format!("nsh-remote-hook-{}", std::process::id()));
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let store = bin.join("nix-store");
+        std::fs::write(&store, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // No libexec: the setting is left alone.
+        assert_eq!(
+            NixStore::locate(Some(&bin), "auto").unwrap().build_hook(),
+            None
+        );
+        let libexec = root.join("libexec/nix");
+        std::fs::create_dir_all(&libexec).unwrap();
+        let hook = libexec.join("build-remote");
+        // As in a relocated Nix: a symlink to `nix`, whose name must be kept.
+        let nix = bin.join("nix");
+        std::fs::write(&nix, "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("../../bin/nix", &hook).unwrap();
+        // Present but not executable: still left alone.
+        assert_eq!(
+            NixStore::locate(Some(&bin), "auto").unwrap().build_hook(),
+            None
+        );
+        std::fs::set_permissions(&nix, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let found = NixStore::locate(Some(&bin), "auto").unwrap();
+        assert_eq!(
+            found.build_hook(),
+            Some(
+                std::fs::canonicalize(&libexec)
+                    .unwrap()
+                    .join("build-remote")
+                    .as_path()
+            )
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
