@@ -17,6 +17,15 @@ pub struct AgentChannel {
     pub host: String,
 }
 
+/// The channel broke (SSH dropped, master or agent killed): the build may still be going
+/// on the node, so this is worth a reconnect, unlike an error the agent reported.
+#[derive(Debug, thiserror::Error)]
+#[error("lost the connection to the agent on {host} ({detail})")]
+pub struct ChannelLost {
+    pub host: String,
+    pub detail: String,
+}
+
 /// What the agent said about itself.
 #[derive(Debug, Clone)]
 pub struct AgentInfo {
@@ -33,11 +42,14 @@ impl AgentChannel {
         agent_path: &str,
         socket: &str,
         token: &str,
+        wait_secs: u64,
     ) -> Result<(AgentChannel, AgentInfo)> {
         let mut child = Session::to_command(session, agent_path.to_string());
         child
             .arg("connect")
             .arg(socket)
+            .arg("--wait-secs")
+            .arg(wait_secs.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -98,34 +110,36 @@ impl AgentChannel {
         self.writer
             .write_all(&frame)
             .await
-            .with_context(|| format!("lost the connection to the agent on {}", self.host))
+            .map_err(|e| self.lost(e))
+    }
+
+    fn lost(&self, e: std::io::Error) -> anyhow::Error {
+        ChannelLost {
+            host: self.host.clone(),
+            detail: e.to_string(),
+        }
+        .into()
     }
 
     pub async fn flush(&mut self) -> Result<()> {
-        self.writer
-            .flush()
-            .await
-            .with_context(|| format!("lost the connection to the agent on {}", self.host))
+        self.writer.flush().await.map_err(|e| self.lost(e))
     }
 
     /// Next message from the agent; a closed channel is an error (the agent always ends
     /// with `Bye` or `Error`).
     pub async fn recv(&mut self) -> Result<AgentMsg> {
         let mut header = [0u8; 4];
-        self.reader.read_exact(&mut header).await.with_context(|| {
-            format!(
-                "the connection to the agent on {} closed unexpectedly (agent killed, job \
-                 ended or SSH dropped)",
-                self.host
-            )
-        })?;
+        self.reader
+            .read_exact(&mut header)
+            .await
+            .map_err(|e| self.lost(e))?;
         let len = codec::frame_len(header)
             .with_context(|| format!("garbage from the agent on {}", self.host))?;
         let mut body = vec![0u8; len];
         self.reader
             .read_exact(&mut body)
             .await
-            .with_context(|| format!("truncated message from the agent on {}", self.host))?;
+            .map_err(|e| self.lost(e))?;
         codec::decode_body(&body)
             .with_context(|| format!("malformed message from the agent on {}", self.host))
     }

@@ -51,46 +51,42 @@ impl Failure {
 
 const LOG_TAIL_LINES: usize = 25;
 
+/// How long nsh tries to reach a lost agent again: well inside the agent's lease, so the
+/// agent is still there if the network comes back.
+const RECONNECT_WINDOW: Duration = Duration::from_secs(crate::job_script::LEASE_SECS * 3 / 4);
+
+fn is_channel_lost(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::agent_channel::ChannelLost>()
+        .is_some()
+}
+
 impl Build<'_> {
     pub async fn run<S: Scheduler>(&self, sched: &S) -> Result<(), Failure> {
         let host = self.wait_for_start(sched).await.map_err(Failure::misc)?;
         self.ui
             .info(&format!("nsh: job {} is running on {host}", self.job));
+        let in_job =
+            |e: anyhow::Error| Failure::misc(e.context(format!("job {} on {host}", self.job)));
         let pool = SshPool::new(&crate::runtime_dir::runtime_dir().map_err(Failure::misc)?)
             .map_err(Failure::misc)?;
-        let session = Arc::new(pool.session(&host).await.map_err(Failure::misc)?);
-        let uploaded =
-            agent_deploy::ensure_agent(&session, &host, &self.files.agents_dir, &self.agent)
-                .await
-                .map_err(Failure::misc)?;
-        if uploaded > 0 {
-            self.ui.info(&format!(
-                "nsh: uploaded the agent ({uploaded} bytes) to {}",
-                self.files.agent
-            ));
-        }
-        let (mut chan, info) = AgentChannel::open(
-            session.clone(),
-            &host,
-            &self.files.agent,
-            &self.files.socket,
-            &self.token,
-        )
-        .await
-        .map_err(|e| {
-            Failure::misc(e.context(format!(
-                "job {} on {host}: the agent did not answer; its log is {} on the cluster",
-                self.job, self.files.log
-            )))
-        })?;
-        tracing::debug!(?info, "agent ready");
-        self.ui.info(&format!(
-            "nsh: agent on {} ready (Nix {}, store {})",
-            info.hostname,
-            info.nix_version.trim(),
-            info.store
-        ));
-        let result = self.run_with_agent(&mut chan, &host).await;
+        let mut chan = self.connect(&pool, &host, true).await.map_err(in_job)?;
+        // A lost channel (SSH dropped, master killed) is not a lost build: the agent keeps
+        // building for its lease, so reconnect and carry on where we were.
+        let result = loop {
+            match self.run_with_agent(&mut chan, &host).await {
+                Err(f) if is_channel_lost(&f.error) => {
+                    self.ui.warn(&format!(
+                        "nsh: job {} on {host}: {:#}; reconnecting",
+                        self.job, f.error
+                    ));
+                    match self.reconnect(sched, &pool, &host).await {
+                        Ok(c) => chan = c,
+                        Err(e) => break Err(in_job(e)),
+                    }
+                }
+                other => break other,
+            }
+        };
         let collect = self.config.collect_garbage;
         // Goodbye in every case: the agent removes the job's files and ends the job.
         let bye = async {
@@ -122,6 +118,93 @@ impl Build<'_> {
             }
         }
         result
+    }
+
+    /// SSH to the host, the agent binary in place, a channel to the agent.
+    async fn connect(&self, pool: &SshPool, host: &str, first: bool) -> Result<AgentChannel> {
+        let session = Arc::new(pool.session(host).await?);
+        if first {
+            let uploaded =
+                agent_deploy::ensure_agent(&session, host, &self.files.agents_dir, &self.agent)
+                    .await?;
+            if uploaded > 0 {
+                self.ui.info(&format!(
+                    "nsh: uploaded the agent ({uploaded} bytes) to {}",
+                    self.files.agent
+                ));
+            }
+        }
+        let (chan, info) = AgentChannel::open(
+            session,
+            host,
+            &self.files.agent,
+            &self.files.socket,
+            &self.token,
+            if first { 60 } else { 5 },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "the agent did not answer; its log is {} on the cluster",
+                self.files.log
+            )
+        })?;
+        if first {
+            self.ui.info(&format!(
+                "nsh: agent on {} ready (Nix {}, store {})",
+                info.hostname,
+                info.nix_version
+                    .trim()
+                    .trim_start_matches("nix-store (Nix) "),
+                info.store
+            ));
+        }
+        Ok(chan)
+    }
+
+    /// Tries to reach the agent again until the lease would run out on its side.
+    async fn reconnect<S: Scheduler>(
+        &self,
+        sched: &S,
+        pool: &SshPool,
+        host: &str,
+    ) -> Result<AgentChannel> {
+        let deadline = Instant::now() + RECONNECT_WINDOW;
+        let mut last = None;
+        while Instant::now() < deadline {
+            // An agent that died ends its job: then there is nothing to reconnect to.
+            if let Ok(st) = sched.status(&self.job).await
+                && !matches!(st.state, JobState::Running | JobState::Pending)
+            {
+                bail!(
+                    "the job ended ({}{}) while the build was running: the agent on {host} \
+                     died or was killed; its log is {} on the cluster",
+                    st.raw_state,
+                    st.exit_code
+                        .map(|c| format!(", exit code {c}"))
+                        .unwrap_or_default(),
+                    self.files.log
+                );
+            }
+            match tokio::time::timeout(Duration::from_secs(20), self.connect(pool, host, false))
+                .await
+            {
+                Ok(Ok(chan)) => {
+                    self.ui
+                        .info(&format!("nsh: job {}: reconnected to {host}", self.job));
+                    return Ok(chan);
+                }
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => last = Some(anyhow!("connecting timed out")),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Err(last
+            .unwrap_or_else(|| anyhow!("no attempt made"))
+            .context(format!(
+                "could not reach the agent again within {}s",
+                RECONNECT_WINDOW.as_secs()
+            )))
     }
 
     /// Polls the scheduler until the job runs and names its host. Batch jobs start 1–3 s
