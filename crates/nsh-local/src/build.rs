@@ -140,7 +140,10 @@ impl Build<'_> {
             &self.files.agent,
             &self.files.socket,
             &self.token,
-            if first { 60 } else { 5 },
+            // First contact: the job may still be starting the agent. A reconnect finds
+            // it serving already, or dead (refused): don't let a dead agent hold up the
+            // loop in `reconnect`, which notices the job's end between attempts.
+            if first { 60 } else { 1 },
         )
         .await
         .with_context(|| {
@@ -393,22 +396,50 @@ impl Build<'_> {
         let already = self.store.valid_subset(&wanted)?;
         let mut fetched = Vec::new();
         let t = Instant::now();
-        let mut bytes = 0;
+        let result = self
+            .fetch_and_register_inner(chan, host, &wanted, &already, &mut fetched)
+            .await;
+        if result.is_err() {
+            // Whatever was unpacked is not registered: leave nothing of it in the store.
+            for f in &fetched {
+                let _ = self.store.remove_stale(&f.info.path);
+            }
+        }
+        result?;
+        let bytes: u64 = fetched.iter().map(|f| f.nar_size).sum();
+        self.ui.info(&format!(
+            "nsh: received {} output(s) ({bytes} bytes) from {host} in {:.2}s",
+            fetched.len(),
+            t.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// Fetches the outputs not valid here into `fetched`, checks their references and
+    /// registers them; on error the caller removes what `fetched` holds.
+    async fn fetch_and_register_inner(
+        &self,
+        chan: &mut AgentChannel,
+        host: &str,
+        wanted: &[String],
+        already: &BTreeSet<String>,
+        fetched: &mut Vec<transfer::FetchedOutput>,
+    ) -> Result<()> {
         for path in wanted.iter().filter(|p| !already.contains(*p)) {
             let out = transfer::fetch_output(chan, &self.store, path)
                 .await
                 .with_context(|| format!("job {} on {host}", self.job))?;
-            bytes += out.nar_size;
             fetched.push(out);
         }
         // References must be store paths that are valid here or registered together.
         let registering: BTreeSet<&str> = fetched.iter().map(|f| f.info.path.as_str()).collect();
         let mut outside = Vec::new();
-        for f in &fetched {
+        for f in fetched.iter() {
             for r in &f.info.references {
                 nsh_wire::store_path::StorePath::parse(r, &self.store.store_dir).map_err(|e| {
                     anyhow!(
-                        "output '{}' has an invalid reference '{r}': {e}",
+                        "output '{}' has an invalid reference '{r}' (from the agent on \
+                         {host}): {e}; refused, nothing registered",
                         f.info.path
                     )
                 })?;
@@ -421,12 +452,13 @@ impl Build<'_> {
         outside.dedup();
         let valid = self.store.valid_subset(&outside)?;
         if let Some(bad) = outside.iter().find(|r| !valid.contains(*r)) {
-            for f in &fetched {
-                let _ = self.store.remove_stale(&f.info.path);
-            }
+            let of = fetched
+                .iter()
+                .find(|f| f.info.references.contains(bad))
+                .map_or(self.drv_path.as_str(), |f| f.info.path.as_str());
             bail!(
-                "an output of '{}' refers to '{bad}', which is neither an output nor valid \
-                 locally; refused, nothing registered",
+                "output '{of}' of '{}' refers to '{bad}', which is neither an output nor \
+                 valid locally; refused, nothing registered",
                 self.drv_path
             );
         }
@@ -442,17 +474,8 @@ impl Build<'_> {
             })
             .collect();
         if !regs.is_empty() {
-            self.store.register_valid(&regs).inspect_err(|_| {
-                for f in &fetched {
-                    let _ = self.store.remove_stale(&f.info.path);
-                }
-            })?;
+            self.store.register_valid(&regs)?;
         }
-        self.ui.info(&format!(
-            "nsh: received {} output(s) ({bytes} bytes) from {host} in {:.2}s",
-            fetched.len(),
-            t.elapsed().as_secs_f64()
-        ));
         Ok(())
     }
 }

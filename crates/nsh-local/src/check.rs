@@ -44,7 +44,18 @@ pub fn run() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let sched = crate::scheduler::slurm_rest_from_config(&config).await?;
+        // Negotiate afresh (no cached negotiation): this is what is being checked.
+        let token = config
+            .slurm_jwt_token
+            .as_ref()
+            .context("'slurm-jwt-token' is required when job-scheduler = slurm")?;
+        let sched = crate::scheduler::slurm_rest::SlurmRest::connect(
+            &config.slurm_api_host,
+            config.slurm_api_port,
+            token.expose(),
+            config.slurm_api_version.as_deref(),
+        )
+        .await?;
         sched.ping().await?;
         ok(&format!(
             "{} accepts the token (user {})",

@@ -80,11 +80,13 @@ pub async fn slurm_rest_from_config(
         .slurm_jwt_token
         .as_ref()
         .context("'slurm-jwt-token' is required when job-scheduler = slurm")?;
-    slurm_rest::SlurmRest::connect(
+    let cache = crate::runtime_dir::runtime_dir().ok();
+    slurm_rest::SlurmRest::connect_cached(
         &config.slurm_api_host,
         config.slurm_api_port,
         token.expose(),
         config.slurm_api_version.as_deref(),
+        cache.as_deref(),
     )
     .await
 }

@@ -238,6 +238,29 @@ impl fmt::Debug for SlurmRest {
     }
 }
 
+const NEGOTIATION_TTL: Duration = Duration::from_secs(600);
+
+fn read_cached_negotiation(path: &std::path::Path) -> Option<(ApiVersion, Paths)> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.modified().ok()?.elapsed().ok()? > NEGOTIATION_TTL {
+        return None;
+    }
+    let (v, paths): (u8, Paths) = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let version = ApiVersion(v);
+    version.is_supported().then_some((version, paths))
+}
+
+fn write_cached_negotiation(path: &std::path::Path, version: ApiVersion, paths: &Paths) {
+    // Best effort: temp file + rename so concurrent hooks never read half a file.
+    let Ok(bytes) = serde_json::to_vec(&(version.0, paths)) else {
+        return;
+    };
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
 impl SlurmRest {
     /// Connects to slurmrestd at `host:port` and negotiates the API version: the newest one
     /// both sides speak, or `forced_version` (`v0.0.42`) if the server serves it.
@@ -246,6 +269,19 @@ impl SlurmRest {
         port: u16,
         token: &str,
         forced_version: Option<&str>,
+    ) -> anyhow::Result<SlurmRest> {
+        Self::connect_cached(host, port, token, forced_version, None).await
+    }
+
+    /// Like [`connect`](Self::connect), but reuses a negotiation recorded in `cache_dir`
+    /// within the last ten minutes. slurmrestd 26.05 serves an 890 KB OpenAPI document;
+    /// reading it in every hook would delay every answer to Nix by ~50 ms.
+    pub async fn connect_cached(
+        host: &str,
+        port: u16,
+        token: &str,
+        forced_version: Option<&str>,
+        cache_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<SlurmRest> {
         let token = Token::parse(token)?;
         let user = token.user()?;
@@ -284,6 +320,24 @@ impl SlurmRest {
             token,
             auth,
         };
+        let cache = cache_dir.map(|d| {
+            let key: String = format!("{host}_{port}_{}", forced_version.unwrap_or("auto"))
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            d.join(format!("slurm-rest-{key}.json"))
+        });
+        if let Some((version, paths)) = cache.as_deref().and_then(read_cached_negotiation) {
+            rest.version = version;
+            rest.paths = paths;
+            return Ok(rest);
+        }
         let doc = rest.openapi_document().await?;
         let served = served_versions(&doc);
         let (version, paths) =
@@ -293,6 +347,9 @@ impl SlurmRest {
             })?;
         rest.version = version;
         rest.paths = paths;
+        if let Some(path) = &cache {
+            write_cached_negotiation(path, version, &rest.paths);
+        }
         tracing::debug!(endpoint = %rest.describe(), user = ?rest.user, "negotiated Slurm REST API");
         Ok(rest)
     }

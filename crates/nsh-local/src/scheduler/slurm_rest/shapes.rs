@@ -59,7 +59,7 @@ pub(super) const RUNNING_WORDS: [&str; 5] = [
 ];
 
 /// The endpoints nsh uses, as the OpenAPI document spells them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Paths {
     pub(super) submit: String,
     /// `job/{job_id}` split around the parameter.
