@@ -8,22 +8,32 @@ TB_NODES="node1 node2"
 # Everything that differs between generations, so that several can be up at once.
 tb_select_generation() {
   TB_GEN=$1
+  local octet
   case $TB_GEN in
-    sid) TB_NET=10.97.0 ;;
-    bookworm) TB_NET=10.98.0 ;;
-    trixie) TB_NET=10.99.0 ;;
+    sid) octet=97 ;;
+    bookworm) octet=98 ;;
+    trixie) octet=99 ;;
     *) tb_die "unknown generation '$TB_GEN' (expected sid, trixie or bookworm)" ;;
   esac
-  TB_DIR=/var/lib/nsh-testbed/$TB_GEN
+  # NSH_TESTBED_INSTANCE (1-2 letters) gives a second, independent set of testbeds: its
+  # own rootfs, namespaces and subnets (10.1xx.0) -- e.g. to try CI from a clean state
+  # while the usual testbeds stay up.
+  local inst=${NSH_TESTBED_INSTANCE:-} tag=nshtb
+  if [ -n "$inst" ]; then
+    [[ $inst =~ ^[a-z]{1,2}$ ]] || tb_die "NSH_TESTBED_INSTANCE must be 1-2 lowercase letters"
+    octet=$((octet + 100)); tag=nsh$inst
+  fi
+  TB_NET=10.$octet.0
+  TB_DIR=/var/lib/nsh-testbed/${inst:+$inst-}$TB_GEN
   TB_ROOT=$TB_DIR/root          # the Debian rootfs, shared by all hosts (like NFS /home, /etc)
   TB_STATE=$TB_DIR/state        # pids, logs, namespace handles, env file (host side)
   TB_NODES_DIR=$TB_DIR/nodes    # per-node /nix, /tmp and /scratch
   TB_SUBMIT_IP=$TB_NET.1
   TB_HOST_IP=$TB_NET.254        # the host's end of the link into the testbed
-  TB_HOST_LINK=nshtb-$TB_GEN    # <= 15 characters for every generation name
+  TB_HOST_LINK=$tag-$TB_GEN     # <= 15 characters for every generation name
   TB_REST_PORT=6820
   declare -gA TB_IP=([submit]=$TB_NET.1 [node1]=$TB_NET.11 [node2]=$TB_NET.12)
-  declare -gA TB_NETNS=([submit]=nshtb-$TB_GEN-submit [node1]=nshtb-$TB_GEN-node1 [node2]=nshtb-$TB_GEN-node2)
+  declare -gA TB_NETNS=([submit]=$tag-$TB_GEN-submit [node1]=$tag-$TB_GEN-node1 [node2]=$tag-$TB_GEN-node2)
   # paths inside the rootfs
   TB_CONF_DIR=/etc/nsh-testbed
   TB_STATE_DIR_IN=/var/lib/nsh-state
