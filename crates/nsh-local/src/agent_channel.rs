@@ -8,13 +8,28 @@ use std::sync::Arc;
 
 use openssh::{Child, ChildStdin, ChildStdout, Session, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::Mutex;
 
 pub struct AgentChannel {
     // Kept alive for as long as the channel: dropping it ends the remote `connect`.
     _child: Child<Arc<Session>>,
     reader: BufReader<ChildStdout>,
-    writer: BufWriter<ChildStdin>,
+    writer: Arc<Mutex<BufWriter<ChildStdin>>>,
+    keepalive: Option<tokio::task::JoinHandle<()>>,
     pub host: String,
+}
+
+/// The agent ends the build if its client is silent for its lease (60 s). Waits can be
+/// longer than that — a big import, a long build, a big output — so a task pings
+/// throughout, whatever the rest of nsh is doing.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl Drop for AgentChannel {
+    fn drop(&mut self) {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
+    }
 }
 
 /// The channel broke (SSH dropped, master or agent killed): the build may still be going
@@ -68,7 +83,8 @@ impl AgentChannel {
         let mut chan = AgentChannel {
             _child: child,
             reader: BufReader::with_capacity(256 << 10, stdout),
-            writer: BufWriter::with_capacity(256 << 10, stdin),
+            writer: Arc::new(Mutex::new(BufWriter::with_capacity(256 << 10, stdin))),
+            keepalive: None,
             host: host.to_string(),
         };
         chan.send(&ClientMsg::Hello {
@@ -91,6 +107,7 @@ impl AgentChannel {
                          by content — remove the state dir's agents/ directory"
                     );
                 }
+                chan.start_keepalive();
                 Ok((
                     chan,
                     AgentInfo {
@@ -105,12 +122,26 @@ impl AgentChannel {
         }
     }
 
+    fn start_keepalive(&mut self) {
+        let writer = self.writer.clone();
+        self.keepalive = Some(tokio::spawn(async move {
+            let Ok(ping) = codec::encode_frame(&ClientMsg::Ping) else {
+                return;
+            };
+            loop {
+                tokio::time::sleep(KEEPALIVE).await;
+                let mut w = writer.lock().await;
+                if w.write_all(&ping).await.is_err() || w.flush().await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+
     pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
         let frame = codec::encode_frame(msg)?;
-        self.writer
-            .write_all(&frame)
-            .await
-            .map_err(|e| self.lost(e))
+        let result = self.writer.lock().await.write_all(&frame).await;
+        result.map_err(|e| self.lost(e))
     }
 
     fn lost(&self, e: std::io::Error) -> anyhow::Error {
@@ -122,12 +153,22 @@ impl AgentChannel {
     }
 
     pub async fn flush(&mut self) -> Result<()> {
-        self.writer.flush().await.map_err(|e| self.lost(e))
+        let result = self.writer.lock().await.flush().await;
+        result.map_err(|e| self.lost(e))
     }
 
     /// Next message from the agent; a closed channel is an error (the agent always ends
     /// with `Bye` or `Error`).
     pub async fn recv(&mut self) -> Result<AgentMsg> {
+        loop {
+            match self.recv_any().await? {
+                AgentMsg::Pong => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    async fn recv_any(&mut self) -> Result<AgentMsg> {
         let mut header = [0u8; 4];
         self.reader
             .read_exact(&mut header)

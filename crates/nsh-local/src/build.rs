@@ -179,9 +179,14 @@ impl Build<'_> {
             if let Ok(st) = sched.status(&self.job).await
                 && !matches!(st.state, JobState::Running | JobState::Pending)
             {
+                let why = if st.raw_state.contains("NODE_FAIL") {
+                    format!("the scheduler lost the node {host}")
+                } else {
+                    format!("the agent on {host} died or was killed")
+                };
                 bail!(
-                    "the job ended ({}{}) while the build was running: the agent on {host} \
-                     died or was killed; its log is {} on the cluster",
+                    "the job ended ({}{}) while the build was running: {why}; its log is {} \
+                     on the cluster",
                     st.raw_state,
                     st.exit_code
                         .map(|c| format!(", exit code {c}"))
@@ -325,17 +330,8 @@ impl Build<'_> {
         .await?;
         chan.flush().await?;
         let mut tail: VecDeque<String> = VecDeque::new();
-        let mut keepalive = tokio::time::interval(Duration::from_secs(15));
-        keepalive.tick().await;
         loop {
-            let msg = tokio::select! {
-                m = chan.recv() => m?,
-                _ = keepalive.tick() => {
-                    chan.send(&ClientMsg::Ping).await?;
-                    chan.flush().await?;
-                    continue;
-                }
-            };
+            let msg = chan.recv().await?;
             match msg {
                 AgentMsg::Log(bytes) => {
                     self.ui.build_log(&bytes);
@@ -360,7 +356,6 @@ impl Build<'_> {
                     }
                     return Ok(result);
                 }
-                AgentMsg::Pong => {}
                 AgentMsg::Error { message } => {
                     bail!("job {} on {host}: the agent failed: {message}", self.job)
                 }
