@@ -284,10 +284,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
     let spec = JobSpec {
         name: format!("nsh-{name}"),
         script: job_script::render(config, &files, &offer.drv_path, &token),
-        environment: vec![(
-            "PATH".into(),
-            "/usr/local/bin:/usr/bin:/bin:/nix/var/nix/profiles/default/bin".into(),
-        )],
+        environment: job_environment(),
         working_dir: "/".into(),
         extra: prepared.extra.clone(),
     };
@@ -363,6 +360,19 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         r.release();
     }
     code
+}
+
+/// The job's environment: a PATH that finds Nix where clusters install it, and the
+/// compression level if the user set one for this nsh (the agent compresses outputs).
+fn job_environment() -> Vec<(String, String)> {
+    let mut env = vec![(
+        "PATH".to_string(),
+        "/usr/local/bin:/usr/bin:/bin:/nix/var/nix/profiles/default/bin".to_string(),
+    )];
+    if let Ok(level) = std::env::var("NSH_ZSTD_LEVEL") {
+        env.push(("NSH_ZSTD_LEVEL".into(), level));
+    }
+    env
 }
 
 /// `/nix/store/<hash>-hello-2.12.drv` → `hello-2.12`.

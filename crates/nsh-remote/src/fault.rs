@@ -96,11 +96,9 @@ pub fn current() -> Option<Fault> {
     mode
 }
 
-/// Flips one byte of the NAR stream once (past the header when the NAR is long enough).
+/// Flips one byte of the NAR stream once, at NAR offset 200.
 pub struct NarFault {
     armed: bool,
-    /// The last block seen, to flip its last byte if the NAR ends before offset 200.
-    last: Option<(u64, usize)>,
 }
 
 const FLIP_AT: u64 = 200;
@@ -109,32 +107,32 @@ impl NarFault {
     pub fn new(fault: Option<Fault>) -> NarFault {
         NarFault {
             armed: fault == Some(Fault::CorruptNar),
-            last: None,
         }
     }
 
-    /// Called with each block at NAR offset `offset` before it is compressed. Returns
-    /// true while the flip is still pending (the caller must then hold the block back
-    /// until the next call or `finish`), which only happens for NARs under 200 bytes.
+    /// Called with each block at NAR offset `offset` after it was hashed and before it
+    /// is compressed.
     pub fn apply(&mut self, offset: u64, data: &mut [u8]) {
-        if !self.armed || data.is_empty() {
+        if !self.armed || offset > FLIP_AT {
             return;
         }
-        let end = offset + data.len() as u64;
-        if end > FLIP_AT {
-            let at = (FLIP_AT - offset.min(FLIP_AT)) as usize;
-            if let Some(b) = data.get_mut(at) {
-                *b ^= 0x01;
-                self.armed = false;
-            }
-        } else {
-            self.last = Some((offset, data.len()));
+        if let Some(b) = data.get_mut((FLIP_AT - offset) as usize) {
+            *b ^= 0x01;
+            self.armed = false;
         }
+    }
+
+    /// Fails when the NAR ended before the byte to flip (the test needs a larger output).
+    pub fn check_done(&self) -> Result<()> {
+        if self.armed {
+            bail!("fault injection: the NAR is not longer than {FLIP_AT} bytes; nothing corrupted");
+        }
+        Ok(())
     }
 }
 
 /// Rewrites what `Output` says, for the modes that send the real NAR.
-pub fn rewrite_info(fault: Option<Fault>, info: &mut OutputInfo) {
+pub fn rewrite_info(fault: Option<Fault>, mut info: OutputInfo) -> OutputInfo {
     match fault {
         Some(Fault::WrongPath) => {
             let store = info
@@ -149,6 +147,7 @@ pub fn rewrite_info(fault: Option<Fault>, info: &mut OutputInfo) {
         }
         _ => {}
     }
+    info
 }
 
 fn t(out: &mut Vec<u8>, toks: &[&[u8]]) {
@@ -166,7 +165,10 @@ fn entry(out: &mut Vec<u8>, name: &[u8], node: &[u8]) {
 
 fn file(contents: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    t(&mut v, &[b"(", b"type", b"regular", b"contents", contents, b")"]);
+    t(
+        &mut v,
+        &[b"(", b"type", b"regular", b"contents", contents, b")"],
+    );
     v
 }
 
@@ -196,7 +198,10 @@ pub fn hostile_nar(kind: Hostile) -> Vec<u8> {
         Hostile::Duplicate => dir(&[(pwned, payload()), (pwned, payload())]),
         Hostile::SymlinkDir => {
             let mut link = Vec::new();
-            t(&mut link, &[b"(", b"type", b"symlink", b"target", b"/etc", b")"]);
+            t(
+                &mut link,
+                &[b"(", b"type", b"symlink", b"target", b"/etc", b")"],
+            );
             dir(&[(b"x", link), (b"x", dir(&[(pwned, payload())]))])
         }
         Hostile::Oversize => dir(&[(pwned, file(&vec![b'A'; 1 << 20]))]),
@@ -231,14 +236,6 @@ pub fn send_hostile(
         send(AgentMsg::NarChunk(c.to_vec()))?;
     }
     send(AgentMsg::NarEnd)
-}
-
-/// Refuses to run a mode that needs the NAR's last byte when it was not flipped.
-pub fn check_done(f: &NarFault) -> Result<()> {
-    if f.armed && f.last.is_some() {
-        bail!("fault injection: the NAR is shorter than {FLIP_AT} bytes; nothing corrupted");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -295,6 +292,9 @@ mod tests {
         let mut c = vec![0u8; 150];
         f.apply(300, &mut c);
         assert!(c.iter().all(|b| *b == 0));
-        assert!(check_done(&f).is_ok());
+        assert!(f.check_done().is_ok());
+        let mut short = NarFault::new(Some(Fault::CorruptNar));
+        short.apply(0, &mut [0u8; 100]);
+        assert!(short.check_done().is_err());
     }
 }

@@ -260,6 +260,8 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     let nix = NixStore::locate(opts.nix_bin_dir.as_deref(), &opts.store)?;
     let nix_version = nix.version()?;
     prepare_dir(&opts.dir)?;
+    #[cfg(feature = "fault-injection")]
+    crate::fault::set_job_dir(&opts.dir);
     let sock = opts.dir.join(SOCKET_NAME);
     match fs::remove_file(&sock) {
         Ok(()) => log!("removed stale {}", sock.display()),

@@ -461,10 +461,18 @@ struct Parser<'l, R: Read, S: Sink> {
     path: Vec<u8>,
 }
 
-/// Untrusted bytes for error messages: lossy UTF-8, cut to 256 bytes.
+/// Untrusted bytes for error messages: lossy UTF-8 with control characters (NUL, ESC, …)
+/// escaped so they cannot reach a terminal, cut to 256 bytes.
 fn show(b: &[u8]) -> String {
     let cut = b.get(..256).unwrap_or(b);
-    let mut s = String::from_utf8_lossy(cut).into_owned();
+    let mut s = String::new();
+    for c in String::from_utf8_lossy(cut).chars() {
+        if c.is_control() {
+            s.extend(c.escape_default());
+        } else {
+            s.push(c);
+        }
+    }
     if cut.len() < b.len() {
         s.push('…');
     }

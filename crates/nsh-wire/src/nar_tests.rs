@@ -429,3 +429,11 @@ fn hashing_reader_counts() {
     assert_eq!(r.bytes_read(), 10);
     assert_eq!(r.summary().sha256, sha(&data));
 }
+
+#[test]
+fn error_messages_escape_control_characters() {
+    let n = nar(dir(&[(b"a\0b\x1b[31m", file(b"x"))]));
+    let msg = parse(&mut &n[..]).unwrap_err().to_string();
+    assert!(msg.contains("a\\u{0}b\\u{1b}[31m"), "{msg}");
+    assert!(!msg.chars().any(char::is_control), "{msg}");
+}
