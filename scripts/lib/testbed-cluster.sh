@@ -74,7 +74,7 @@ tb_setup_network() {
 
 # Mount and UTS namespaces live as long as their handles, bind-mounted files in state/ns
 # (unshare --mount=FILE needs FILE on a private mount).  Each is pivot_root-ed into the
-# rootfs; nodes first get their own /nix, /tmp and /scratch.
+# rootfs; nodes first get their own /nix, /tmp, /scratch and nix.conf (own build users).
 tb_setup_host_namespaces() {
   local nsdir=$TB_STATE/ns host binds d
   mkdir -p "$nsdir"
@@ -91,7 +91,8 @@ tb_setup_host_namespaces() {
       chmod 0755 "$d/scratch"   # a store root must not be world-writable
       binds="mount --bind '$d/nix' '$TB_ROOT/nix'
              mount --bind '$d/tmp' '$TB_ROOT/tmp'
-             mount --bind '$d/scratch' '$TB_ROOT/scratch'"
+             mount --bind '$d/scratch' '$TB_ROOT/scratch'
+             mount --bind '$d/nix.conf' '$TB_ROOT/etc/nix/nix.conf'"
     fi
     unshare --mount="$nsdir/$host.mnt" --uts="$nsdir/$host.uts" --propagation private sh -e -c "
       hostname $host

@@ -23,6 +23,10 @@ tb_select_generation() {
     [[ $inst =~ ^[a-z]{1,2}$ ]] || tb_die "NSH_TESTBED_INSTANCE must be 1-2 lowercase letters"
     octet=$((octet + 100)); tag=nsh$inst
   fi
+  # Build users: every host of every testbed gets its own uids. All testbeds share the
+  # host's PID namespace, and Nix kills every process of a build user before it uses it,
+  # so a uid shared by two hosts kills builds on the other one.
+  TB_UID_BASE=$((40000 + (octet - 97) * 100))
   TB_NET=10.$octet.0
   TB_DIR=/var/lib/nsh-testbed/${inst:+$inst-}$TB_GEN
   TB_ROOT=$TB_DIR/root          # the Debian rootfs, shared by all hosts (like NFS /home, /etc)

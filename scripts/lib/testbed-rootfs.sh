@@ -126,6 +126,17 @@ tb_configure_rootfs() {
       id nixbld$i >/dev/null 2>&1 || useradd --system --comment "Nix build user $i" --home-dir /var/empty \
         --gid nixbld --groups nixbld --no-user-group --shell /usr/sbin/nologin nixbld$i
     done
+    # One group of build users per host, with uids unique across testbeds (see TB_UID_BASE)
+    i=0
+    for host in submit node1 node2; do
+      g=nixbld-$host; gid=$(('"$TB_UID_BASE"' + i * 10))
+      getent group $g >/dev/null || groupadd --gid $gid $g
+      for k in 1 2 3 4 5 6 7 8 9; do
+        id $g-$k >/dev/null 2>&1 || useradd --uid $((gid + k)) --comment "Nix build user $k of $host" \
+          --home-dir /var/empty --gid $g --groups $g --no-user-group --shell /usr/sbin/nologin $g-$k
+      done
+      i=$((i + 1))
+    done
     # slurmrestd refuses to run as root or (from 23.02) as SlurmUser
     id slurmrestd >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin slurmrestd
@@ -144,7 +155,7 @@ tb_configure_rootfs() {
 
   mkdir -p "$TB_ROOT/etc/nix"
   cat >"$TB_ROOT/etc/nix/nix.conf" <<'EOF'
-build-users-group = nixbld
+build-users-group = nixbld-submit
 sandbox = true
 # a sandbox that cannot be set up is an error, not a silent unsandboxed build
 sandbox-fallback = false
@@ -155,6 +166,13 @@ experimental-features = nix-command
 # busybox gives test builders the tools they need (the testbed has no nixpkgs).
 sandbox-paths = /bin/sh=/bin/bash-static /bin/busybox=/bin/busybox
 EOF
+  # Each node sees its own copy (bind-mounted in its namespace) naming its own build users.
+  local n
+  for n in $TB_NODES; do
+    mkdir -p "$TB_NODES_DIR/$n"
+    sed "s/^build-users-group = .*/build-users-group = nixbld-$n/" "$TB_ROOT/etc/nix/nix.conf" \
+      >"$TB_NODES_DIR/$n/nix.conf"
+  done
 
   cat >"$TB_ROOT/etc/hosts" <<EOF
 127.0.0.1 localhost
