@@ -103,7 +103,20 @@ impl Build<'_> {
                 }
             }
         };
-        let bye = tokio::time::timeout(Duration::from_secs(300), bye).await;
+        // After a failure the agent may be dead or stuck: don't wait long for it.
+        let patience = Duration::from_secs(if result.is_ok() { 300 } else { 10 });
+        let bye = tokio::time::timeout(patience, bye).await;
+        if !matches!(bye, Ok(Ok(()))) {
+            // The agent did not clean up after itself (killed, stuck, unreachable): remove
+            // the job's files from here, so the state dir does not collect them.
+            let files = &self.files.dir;
+            let rm = async {
+                let session = pool.session(&host).await?;
+                session.command("rm").arg("-rf").arg(files).status().await?;
+                Ok::<_, anyhow::Error>(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(10), rm).await;
+        }
         if result.is_ok() {
             match bye {
                 Ok(Ok(())) => {}
