@@ -119,15 +119,7 @@ impl NixStore {
             .args(args)
             .output()
             .with_context(|| format!("running {}", self.program.display()))?;
-        if !out.status.success() {
-            bail!(
-                "nix-store {} failed ({}): {}",
-                args.first().copied().unwrap_or_default(),
-                out.status,
-                tail_text(&out.stderr, 2000)
-            );
-        }
-        String::from_utf8(out.stdout).context("nix-store printed non-UTF-8 output")
+        stdout_or_error(args, out)
     }
 
     /// Like [`NixStore::run`], with the child's group registered in `children` meanwhile.
@@ -143,15 +135,7 @@ impl NixStore {
         let out = child
             .wait_with_output()
             .with_context(|| format!("waiting for {}", self.program.display()))?;
-        if !out.status.success() {
-            bail!(
-                "nix-store {} failed ({}): {}",
-                args.first().copied().unwrap_or_default(),
-                out.status,
-                tail_text(&out.stderr, 2000)
-            );
-        }
-        String::from_utf8(out.stdout).context("nix-store printed non-UTF-8 output")
+        stdout_or_error(args, out)
     }
 
     /// `nix-store --version`, e.g. `nix-store (Nix) 2.34.1`.
@@ -229,6 +213,19 @@ fn find_on_path() -> Option<PathBuf> {
         .chain(FALLBACK_DIRS.iter().map(PathBuf::from))
         .map(|d| d.join("nix-store"))
         .find(|p| is_executable(p))
+}
+
+/// A finished nix-store's stdout, or an error quoting the end of its stderr.
+fn stdout_or_error(args: &[&str], out: std::process::Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "nix-store {} failed ({}): {}",
+            args.first().copied().unwrap_or_default(),
+            out.status,
+            tail_text(&out.stderr, 2000)
+        );
+    }
+    String::from_utf8(out.stdout).context("nix-store printed non-UTF-8 output")
 }
 
 #[cfg(test)]
