@@ -136,7 +136,11 @@ pub fn run(verbosity: &str) -> i32 {
                 }
             }
             Route::Cluster => {
-                return accept_for_cluster(&ui, config, &nix_settings, &offer, &mut input);
+                if let Some(code) =
+                    accept_for_cluster(&ui, config, &nix_settings, &offer, &mut input)
+                {
+                    return code;
+                }
             }
         }
     }
@@ -164,12 +168,6 @@ fn prepare(
     let real = store.real_path(drv_path)?;
     let text = std::fs::read(&real).with_context(|| format!("cannot read {}", real.display()))?;
     let drv = Derivation::parse(&text).with_context(|| format!("cannot parse {drv_path}"))?;
-    if drv.is_floating_ca() {
-        anyhow::bail!(
-            "{drv_path} is a floating content-addressed derivation, which nsh does not build \
-             yet"
-        );
-    }
     let mut extra = serde_json::Map::new();
     if config.job_scheduler == JobScheduler::Slurm {
         match drv
@@ -192,6 +190,39 @@ fn prepare(
 }
 
 fn accept_for_cluster<R: Read>(
+    ui: &Ui,
+    config: &Config,
+    nix_settings: &BTreeMap<String, String>,
+    offer: &Offer,
+    input: &mut RecordingReader<R>,
+) -> Option<i32> {
+    if let Some(why) = not_buildable_remotely(nix_settings, &offer.drv_path) {
+        // Declined, not failed: Nix may still build it locally.
+        ui.warn(&format!(
+            "nsh: not sending {} to the cluster: {why}",
+            offer.drv_path
+        ));
+        reply(&Reply::Decline);
+        return None;
+    }
+    Some(accept_and_build(ui, config, nix_settings, offer, input))
+}
+
+/// Derivations nsh cannot build remotely yet: floating content-addressed ones, whose
+/// outputs are only known after the build (they need realisations).
+fn not_buildable_remotely(
+    nix_settings: &BTreeMap<String, String>,
+    drv_path: &str,
+) -> Option<String> {
+    let store = LocalStore::from_setting(nix_settings.get("store").map_or("auto", |s| s)).ok()?;
+    let text = std::fs::read(store.real_path(drv_path).ok()?).ok()?;
+    let drv = Derivation::parse(&text).ok()?;
+    drv.is_floating_ca().then(|| {
+        "it is a floating content-addressed derivation, which nsh does not build yet".into()
+    })
+}
+
+fn accept_and_build<R: Read>(
     ui: &Ui,
     config: &Config,
     nix_settings: &BTreeMap<String, String>,
