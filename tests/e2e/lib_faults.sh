@@ -105,3 +105,26 @@ assert_clean() {
 
 # drv_outputs DRV: its output paths.
 drv_outputs() { on_submit nix-store -q --outputs "$1"; }
+
+# start_ticking_build NAME SECONDS: a cluster build that prints `tick N` once a second for
+# SECONDS, started in the background; returns once `tick 2` is in its log. Sets drv, outs,
+# job, node and dir (the job's directory on the cluster).
+start_ticking_build() {
+  local name=$1 secs=$2
+  { prelude; cat <<NIX
+mk { name = "$name"; requiredSystemFeatures = [ "nsh" ];
+     script = ''
+       i=0
+       while [ \$i -lt $secs ]; do echo tick \$i; /bin/busybox sleep 1; i=\$((i + 1)); done
+       echo done > \$out
+     ''; }
+NIX
+  } | put_file "$WORK/$name.nix"
+  drv=$(on_submit nix-instantiate "$WORK/$name.nix" 2>/dev/null)
+  mapfile -t outs < <(drv_outputs "$drv")
+  bg_build "$name" "$WORK/$name.nix"
+  wait_log "^tick 2$" 60 0.05 || { tail -n 20 "$BG_LOG" >&2; fail "the build did not start"; }
+  job=$(grep -oE 'as job [0-9]+' "$BG_LOG" | awk '{print $3}' | tail -n1)
+  node=$(grep -oE 'job [0-9]+ is running on [^ ]+' "$BG_LOG" | tail -n1 | awk '{print $NF}')
+  dir=$(job_dir "$job")
+}

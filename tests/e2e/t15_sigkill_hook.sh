@@ -15,22 +15,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-{ prelude; cat <<'NIX'
-mk { name = "sigkill-hook"; requiredSystemFeatures = [ "nsh" ];
-     script = ''
-       i=0
-       while [ $i -lt 30 ]; do echo tick $i; /bin/busybox sleep 1; i=$((i + 1)); done
-       echo done > $out
-     ''; }
-NIX
-} | put_file "$WORK/hook.nix"
-
-drv=$(on_submit nix-instantiate "$WORK/hook.nix" 2>/dev/null)
-mapfile -t outs < <(drv_outputs "$drv")
-bg_build sigkill-hook "$WORK/hook.nix"
-wait_log "^tick 2$" 60 0.05 || { tail -n 20 "$BG_LOG" >&2; fail "the build did not start"; }
-job=$(grep -oE 'as job [0-9]+' "$BG_LOG" | awk '{print $3}' | tail -n1)
-dir=$(job_dir "$job")
+start_ticking_build sigkill-hook 30
 nb=$(bg_pid)
 # The hook: a child of our nix-build running `nsh <verbosity>` (argv[0] is "nsh").
 hooks=$(on_submit pgrep -P "$nb" -f '(^|/)nsh [0-9]+$' || true)

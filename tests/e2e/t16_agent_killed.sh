@@ -16,23 +16,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-{ prelude; cat <<'NIX'
-mk { name = "agent-killed"; requiredSystemFeatures = [ "nsh" ];
-     script = ''
-       i=0
-       while [ $i -lt 30 ]; do echo tick $i; /bin/busybox sleep 1; i=$((i + 1)); done
-       echo done > $out
-     ''; }
-NIX
-} | put_file "$WORK/agent.nix"
-
-drv=$(on_submit nix-instantiate "$WORK/agent.nix" 2>/dev/null)
-mapfile -t outs < <(drv_outputs "$drv")
-bg_build agent-killed "$WORK/agent.nix"
-wait_log "^tick 2$" 60 0.05 || { tail -n 20 "$BG_LOG" >&2; fail "the build did not start"; }
-job=$(grep -oE 'as job [0-9]+' "$BG_LOG" | awk '{print $3}' | tail -n1)
-node=$(grep -oE 'job [0-9]+ is running on [^ ]+' "$BG_LOG" | tail -n1 | awk '{print $NF}')
-dir=$(job_dir "$job")
+start_ticking_build agent-killed 30
 [ -n "$dir" ] || fail "cannot find the dir of job $job"
 agent=$(agent_pids "$dir")
 [ "$(wc -w <<<"$agent")" = 1 ] || fail "expected one agent serving $dir, found: '$agent'"

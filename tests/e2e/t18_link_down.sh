@@ -39,23 +39,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-{ prelude; cat <<'NIX'
-mk { name = "link-down"; requiredSystemFeatures = [ "nsh" ];
-     script = ''
-       i=0
-       while [ $i -lt 600 ]; do echo tick $i; /bin/busybox sleep 1; i=$((i + 1)); done
-       echo done > $out
-     ''; }
-NIX
-} | put_file "$WORK/link.nix"
-
-drv=$(on_submit nix-instantiate "$WORK/link.nix" 2>/dev/null)
-mapfile -t outs < <(drv_outputs "$drv")
-bg_build link-down "$WORK/link.nix"
-wait_log "^tick 2$" 60 0.05 || { tail -n 20 "$BG_LOG" >&2; fail "the build did not start"; }
-job=$(grep -oE 'as job [0-9]+' "$BG_LOG" | awk '{print $3}' | tail -n1)
-node=$(grep -oE 'job [0-9]+ is running on [^ ]+' "$BG_LOG" | tail -n1 | awk '{print $NF}')
-dir=$(job_dir "$job")
+start_ticking_build link-down 600
 [ -n "$dir" ] || fail "cannot find the dir of job $job"
 nsvar=NSH_TB_NETNS_${node^^}
 ns=${!nsvar:-nshtb-$GEN-$node}

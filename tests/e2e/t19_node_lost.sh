@@ -22,23 +22,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-{ prelude; cat <<'NIX'
-mk { name = "node-lost"; requiredSystemFeatures = [ "nsh" ];
-     script = ''
-       i=0
-       while [ $i -lt 600 ]; do echo tick $i; /bin/busybox sleep 1; i=$((i + 1)); done
-       echo done > $out
-     ''; }
-NIX
-} | put_file "$WORK/lost.nix"
-
-drv=$(on_submit nix-instantiate "$WORK/lost.nix" 2>/dev/null)
-mapfile -t outs < <(drv_outputs "$drv")
-bg_build node-lost "$WORK/lost.nix"
-wait_log "^tick 2$" 60 0.05 || { tail -n 20 "$BG_LOG" >&2; fail "the build did not start"; }
-job=$(grep -oE 'as job [0-9]+' "$BG_LOG" | awk '{print $3}' | tail -n1)
-node=$(grep -oE 'job [0-9]+ is running on [^ ]+' "$BG_LOG" | tail -n1 | awk '{print $NF}')
-dir=$(job_dir "$job")
+start_ticking_build node-lost 600
 nsvar=NSH_TB_NETNS_${node^^}
 ns=${!nsvar:-nshtb-$GEN-$node}
 [ -e "/run/netns/$ns" ] || fail "no netns $ns"

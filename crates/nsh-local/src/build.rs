@@ -109,10 +109,36 @@ impl Build<'_> {
         if !matches!(bye, Ok(Ok(()))) {
             // The agent did not clean up after itself (killed, stuck, unreachable): remove
             // the job's files from here, so the state dir does not collect them.
-            let files = &self.files.dir;
+            // Show the end of the job's own log first: it is the only trace of why an
+            // agent died, and it goes with the directory.
+            let files = &self.files;
+            let ui = self.ui;
             let rm = async {
                 let session = pool.session(&host).await?;
-                session.command("rm").arg("-rf").arg(files).status().await?;
+                if result.is_err() {
+                    let tail = session
+                        .command("tail")
+                        .args(["-n", "15", &files.log])
+                        .output()
+                        .await?;
+                    let text = String::from_utf8_lossy(&tail.stdout);
+                    if tail.status.success() && !text.trim().is_empty() {
+                        ui.msg(
+                            crate::nix_log::LVL_ERROR,
+                            &format!(
+                                "nsh: the end of job {}'s log on {host}:\n{}",
+                                self.job,
+                                text.trim_end()
+                            ),
+                        );
+                    }
+                }
+                session
+                    .command("rm")
+                    .arg("-rf")
+                    .arg(&files.dir)
+                    .status()
+                    .await?;
                 Ok::<_, anyhow::Error>(())
             };
             let _ = tokio::time::timeout(Duration::from_secs(10), rm).await;
@@ -159,12 +185,7 @@ impl Build<'_> {
             if first { 60 } else { 1 },
         )
         .await
-        .with_context(|| {
-            format!(
-                "the agent did not answer; its log is {} on the cluster",
-                self.files.log
-            )
-        })?;
+        .context("the agent did not answer")?;
         if first {
             self.ui.info(&format!(
                 "nsh: agent on {} ready (Nix {}, store {})",
@@ -198,13 +219,11 @@ impl Build<'_> {
                     format!("the agent on {host} died or was killed")
                 };
                 bail!(
-                    "the job ended ({}{}) while the build was running: {why}; its log is {} \
-                     on the cluster",
+                    "the job ended ({}{}) while the build was running: {why}",
                     st.raw_state,
                     st.exit_code
                         .map(|c| format!(", exit code {c}"))
                         .unwrap_or_default(),
-                    self.files.log
                 );
             }
             match tokio::time::timeout(Duration::from_secs(20), self.connect(pool, host, false))
