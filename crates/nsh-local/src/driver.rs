@@ -165,6 +165,15 @@ fn prepare(
     drv_path: &str,
 ) -> Result<Prepared> {
     let store = LocalStore::from_setting(nix_settings.get("store").map_or("auto", |s| s))?;
+    // Store paths name their store directory, so a cluster whose Nix uses another one
+    // cannot build our derivations (Nix's own remote building has the same rule).
+    if config.store_dir != store.store_dir {
+        anyhow::bail!(
+            "store-dir = {} in nsh.conf, but the local store is {}: both must be the same",
+            config.store_dir,
+            store.store_dir
+        );
+    }
     let real = store.real_path(drv_path)?;
     let text = std::fs::read(&real).with_context(|| format!("cannot read {}", real.display()))?;
     let drv = Derivation::parse(&text).with_context(|| format!("cannot parse {drv_path}"))?;
