@@ -205,30 +205,28 @@ fn accept_for_cluster<R: Read>(
     offer: &Offer,
     input: &mut RecordingReader<R>,
 ) -> Option<i32> {
-    if let Some(why) = not_buildable_remotely(nix_settings, &offer.drv_path) {
-        // Declined, not failed: Nix may still build it locally.
+    let prepared = prepare(config, nix_settings, &offer.drv_path);
+    // Floating content-addressed derivations: outputs are only known after the build (they
+    // need realisations). Declined, not failed: Nix may still build them locally.
+    if let Ok(p) = &prepared
+        && p.drv.is_floating_ca()
+    {
         ui.warn(&format!(
-            "nsh: not sending {} to the cluster: {why}",
+            "nsh: not sending {} to the cluster: it is a floating content-addressed \
+             derivation, which nsh does not build yet",
             offer.drv_path
         ));
         reply(&Reply::Decline);
         return None;
     }
-    Some(accept_and_build(ui, config, nix_settings, offer, input))
-}
-
-/// Derivations nsh cannot build remotely yet: floating content-addressed ones, whose
-/// outputs are only known after the build (they need realisations).
-fn not_buildable_remotely(
-    nix_settings: &BTreeMap<String, String>,
-    drv_path: &str,
-) -> Option<String> {
-    let store = LocalStore::from_setting(nix_settings.get("store").map_or("auto", |s| s)).ok()?;
-    let text = std::fs::read(store.real_path(drv_path).ok()?).ok()?;
-    let drv = Derivation::parse(&text).ok()?;
-    drv.is_floating_ca().then(|| {
-        "it is a floating content-addressed derivation, which nsh does not build yet".into()
-    })
+    Some(accept_and_build(
+        ui,
+        config,
+        nix_settings,
+        offer,
+        input,
+        prepared,
+    ))
 }
 
 fn accept_and_build<R: Read>(
@@ -237,6 +235,7 @@ fn accept_and_build<R: Read>(
     nix_settings: &BTreeMap<String, String>,
     offer: &Offer,
     input: &mut RecordingReader<R>,
+    prepared: Result<Prepared>,
 ) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -252,7 +251,7 @@ fn accept_and_build<R: Read>(
     };
     // Problems with the derivation itself: accept, then fail the build with the reason, so
     // the error belongs to this derivation and nothing is submitted.
-    let prepared = match prepare(config, nix_settings, &offer.drv_path) {
+    let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
             reply(&Reply::Accept {
