@@ -62,7 +62,6 @@ pub fn run() -> Result<()> {
             sched.describe(),
             sched.user().unwrap_or("?")
         ));
-        let _ = sched.version();
         check_job(&config, &sched, &agent).await
     })
 }
@@ -113,7 +112,7 @@ async fn check_job<S: Scheduler>(
         .await
         .context("cannot submit a test job")?;
     ok(&format!("submitted test job {job}"));
-    let result = follow_job(config, sched, agent, &files, &job).await;
+    let result = follow_job(sched, agent, &files, &job).await;
     if result.is_err() {
         let _ = sched.cancel(&job).await;
     }
@@ -121,7 +120,6 @@ async fn check_job<S: Scheduler>(
 }
 
 async fn follow_job<S: Scheduler>(
-    _config: &config::Config,
     sched: &S,
     agent: &AgentBinary,
     files: &JobFiles,

@@ -355,6 +355,7 @@ impl SlurmRest {
     }
 
     /// The negotiated API version.
+    #[cfg(test)]
     pub fn version(&self) -> ApiVersion {
         self.version
     }

@@ -403,18 +403,21 @@ fn error_number(item: &Value) -> Option<i64> {
         .and_then(Value::as_i64)
 }
 
+/// The elements of the array `answer[key]`; none if it is absent or not an array.
+fn array_items<'a>(answer: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> + use<'a> {
+    answer
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
 /// Error numbers in `errors[]` and `status[].error.code` (v0.0.42+ kill).
 pub(super) fn error_numbers(answer: Option<&Value>) -> Vec<i64> {
     let Some(answer) = answer else {
         return Vec::new();
     };
-    let items = |key: &str| {
-        answer
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-    };
+    let items = |key: &str| array_items(answer, key);
     let errors = items("errors").filter_map(error_number);
     let status = items("status").filter_map(|s| {
         s.get("error")
@@ -436,13 +439,7 @@ pub(super) fn error_detail(text: &str, answer: Option<&Value>) -> String {
             None => text.to_owned(),
         };
     };
-    let items = |key: &str| {
-        answer
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-    };
+    let items = |key: &str| array_items(answer, key);
     let mut parts = Vec::new();
     for item in items("errors") {
         let error = str_of(item, "error");
