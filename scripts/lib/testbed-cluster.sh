@@ -218,6 +218,14 @@ tb_write_env() {
 
 tb_up() {
   [ "$(id -u)" = 0 ] || tb_die "must run as root"
+  # What a testbed shows at /opt/nsh/bin is fixed when its namespaces are made. If it shows
+  # another checkout's target/dist (a clone's CI run on a machine where this testbed was left
+  # up, or mounts left after its processes were killed), start over rather than test the
+  # wrong binaries.
+  if mountpoint -q "$TB_ROOT/opt/nsh/bin" && ! tb_dist_is_live; then
+    tb_log "/opt/nsh/bin shows a directory other than $(tb_dist_dir); taking the testbed down first"
+    tb_down
+  fi
   mkdir -p "$TB_STATE/pids" "$TB_STATE/log" "$TB_STATE/ns" "$TB_NODES_DIR"
   tb_build_rootfs
   tb_mount_rootfs
