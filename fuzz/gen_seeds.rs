@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use nsh_wire::agent_protocol::{
-    AgentMsg, BuildRequest, BuildResult, ClientMsg, OutputInfo, PROTOCOL_VERSION,
+    AgentMsg, BuildRequest, BuildResult, ClientMsg, PathInfo, PROTOCOL_VERSION,
 };
 use nsh_wire::codec::encode_frame;
 use nsh_wire::framing::write_bytes;
@@ -117,7 +117,7 @@ fn main() {
     }
 
     // Agent protocol frames.
-    let info = OutputInfo {
+    let info = PathInfo {
         path: "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x".into(),
         nar_hash: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
         nar_size: 1234,

@@ -2,7 +2,7 @@
 # An agent that answers FetchOutput with hostile data instead of the real output: NARs
 # with names `..`, `.`, empty, with `/`, with NUL, unsorted or duplicate entries, a symlink
 # `x -> /etc` followed by a directory `x`, contents longer than the announced size; an
-# OutputInfo for a path that is not the expected output; references that are not store
+# PathInfo for a path that is not the expected output; references that are not store
 # paths. Each time nix-build fails naming the output, nothing is registered, nothing is
 # written outside the output path (which is gone too), and no job is left behind.
 . "$(dirname "$0")/lib.sh"

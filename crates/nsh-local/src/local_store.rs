@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+use nsh_wire::agent_protocol::PathInfo;
 
 /// Where the local store lives, derived from the `store` setting Nix passed to the hook.
 #[derive(Debug, Clone)]
@@ -112,19 +113,16 @@ impl LocalStore {
             .collect())
     }
 
-    /// Starts `nix-store --export` of `paths` (dependencies first, as Nix sorts them).
-    pub fn spawn_export(&self, paths: &[String]) -> Result<tokio::process::Child> {
-        let mut cmd = tokio::process::Command::new("nix-store");
-        cmd.arg("--store")
-            .arg(&self.url)
-            .arg("--export")
-            .args(paths)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd.spawn()
-            .context("cannot start 'nix-store --export' (is nix-store on PATH?)")
+    /// What the local database records of `paths` (`nix-store --dump-db`), dependencies
+    /// first.
+    pub fn path_infos(&self, paths: &[String]) -> Result<Vec<PathInfo>> {
+        let mut infos = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(500) {
+            let mut cmd = self.nix_store();
+            cmd.arg("--dump-db").args(chunk);
+            infos.extend(parse_dump_db(&run(cmd, "read the inputs' metadata")?)?);
+        }
+        Ok(dependencies_first(infos))
     }
 
     /// Removes a stale, invalid copy of a path that is about to be unpacked. The caller
@@ -214,6 +212,66 @@ fn run(mut cmd: Command, what: &str) -> Result<String> {
         .with_context(|| format!("nix-store output to {what} is not UTF-8"))
 }
 
+/// Parses `nix-store --dump-db` output: per path its name, NAR sha256 (hex), NAR size,
+/// deriver (empty line for none), the number of references, then the references.
+fn parse_dump_db(out: &str) -> Result<Vec<PathInfo>> {
+    let mut it = out.lines();
+    let mut infos = Vec::new();
+    while let Some(path) = it.next() {
+        if path.is_empty() {
+            continue;
+        }
+        let mut field = |what: &str| {
+            it.next()
+                .with_context(|| format!("nix-store --dump-db: no {what} for {path}"))
+        };
+        let nar_hash = field("NAR hash")?.trim_start_matches("sha256:").to_string();
+        let nar_size = field("NAR size")?
+            .parse()
+            .with_context(|| format!("nix-store --dump-db: bad NAR size for {path}"))?;
+        let deriver = Some(field("deriver")?.to_string()).filter(|d| !d.is_empty());
+        let count: usize = field("reference count")?
+            .parse()
+            .with_context(|| format!("nix-store --dump-db: bad reference count for {path}"))?;
+        let references = (0..count)
+            .map(|_| field("reference").map(str::to_string))
+            .collect::<Result<Vec<_>>>()?;
+        infos.push(PathInfo {
+            path: path.to_string(),
+            nar_hash,
+            nar_size,
+            references,
+            deriver,
+        });
+    }
+    Ok(infos)
+}
+
+/// Orders `infos` so that every path comes after the ones it refers to among them: a
+/// store accepts a path only once its references are valid.
+fn dependencies_first(infos: Vec<PathInfo>) -> Vec<PathInfo> {
+    let mut left: Vec<PathInfo> = infos;
+    let mut out: Vec<PathInfo> = Vec::with_capacity(left.len());
+    let mut placed: BTreeSet<String> = BTreeSet::new();
+    while !left.is_empty() {
+        let names: BTreeSet<String> = left.iter().map(|i| i.path.clone()).collect();
+        let (ready, waiting): (Vec<_>, Vec<_>) = left.into_iter().partition(|i| {
+            i.references
+                .iter()
+                .all(|r| r == &i.path || placed.contains(r) || !names.contains(r))
+        });
+        if ready.is_empty() {
+            // A reference cycle cannot occur in a store; keep the given order if it does.
+            out.extend(waiting);
+            break;
+        }
+        placed.extend(ready.iter().map(|i| i.path.clone()));
+        out.extend(ready);
+        left = waiting;
+    }
+    out
+}
+
 fn lines(s: &str) -> Vec<String> {
     s.lines()
         .map(str::trim)
@@ -225,6 +283,22 @@ fn lines(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dump_db_parsed_and_ordered() {
+        let out = "/nix/store/b-top\nab12\n500\n/nix/store/d-top.drv\n2\n/nix/store/a-dep\n/nix/store/b-top\n\
+                   /nix/store/a-dep\nsha256:cd34\n300\n\n0\n";
+        let infos = dependencies_first(parse_dump_db(out).unwrap());
+        assert_eq!(infos[0].path, "/nix/store/a-dep");
+        assert_eq!(infos[0].nar_hash, "cd34");
+        assert_eq!(infos[0].deriver, None);
+        assert_eq!(infos[1].path, "/nix/store/b-top");
+        assert_eq!(infos[1].nar_size, 500);
+        assert_eq!(infos[1].deriver.as_deref(), Some("/nix/store/d-top.drv"));
+        assert_eq!(infos[1].references.len(), 2);
+        assert!(parse_dump_db("/nix/store/x\nab\nnot-a-number\n\n0\n").is_err());
+        assert!(parse_dump_db("/nix/store/x\nab\n1\n\n2\n/nix/store/y\n").is_err());
+    }
 
     #[test]
     fn store_settings() {

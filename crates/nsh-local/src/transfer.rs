@@ -1,13 +1,15 @@
-//! Moving store paths: the inputs the remote store lacks go up as one zstd-compressed
-//! export stream; each output comes back as a zstd-compressed NAR, unpacked and verified
-//! here before anything is registered.
+//! Moving store paths: the inputs the remote store lacks go up as their NARs, back to back
+//! in one zstd stream, each announced with its metadata from the local database (the agent
+//! hands them to the remote Nix daemon, which checks every hash); each output comes back as
+//! a zstd-compressed NAR, unpacked and verified here before anything is registered.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, ClientMsg, OutputInfo};
-use tokio::io::AsyncReadExt;
+use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, ClientMsg, PathInfo};
+use nsh_wire::nar;
 
 use crate::agent_channel::AgentChannel;
 use crate::local_store::LocalStore;
@@ -44,67 +46,59 @@ pub async fn upload_missing(
     })
     .await?;
     chan.flush().await?;
-    let missing = match chan.recv().await? {
-        AgentMsg::Missing { paths } => paths,
+    let lacking: HashSet<String> = match chan.recv().await? {
+        AgentMsg::Missing { paths } => paths.into_iter().collect(),
         AgentMsg::Error { message } => bail!("the agent on {} failed: {message}", chan.host),
         other => bail!(
             "unexpected answer from the agent on {}: {other:?}",
             chan.host
         ),
     };
-    // Only ask to export what we offered: the agent is not trusted to name paths.
-    let missing: Vec<String> = missing
+    // Only what we offered: the agent is not trusted to name paths.
+    let missing: Vec<String> = closure
         .into_iter()
-        .filter(|p| closure.contains(p))
+        .filter(|p| lacking.contains(p))
         .collect();
     stats.missing = missing.len();
     if missing.is_empty() {
         return Ok(stats);
     }
-    let mut export = store.spawn_export(&missing)?;
-    let mut stdout = export
-        .stdout
-        .take()
-        .context("no stdout from nix-store --export")?;
-    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), zstd_level())?;
-    let mut buf = vec![0u8; CHUNK_SIZE];
-    loop {
-        let n = stdout
-            .read(&mut buf)
-            .await
-            .context("reading 'nix-store --export' failed")?;
-        if n == 0 {
-            break;
-        }
-        stats.raw_bytes += n as u64;
-        std::io::Write::write_all(&mut encoder, &buf[..n])?;
-        let out = std::mem::take(encoder.get_mut());
-        if !out.is_empty() {
-            stats.sent_bytes += out.len() as u64;
-            chan.send(&ClientMsg::ImportChunk(out)).await?;
-        }
+    let infos = store.path_infos(&missing)?;
+    let mut sources = Vec::with_capacity(infos.len());
+    for info in infos {
+        stats.raw_bytes += info.nar_size;
+        let real = store.real_path(&info.path)?;
+        sources.push((info, real));
     }
-    let tail = encoder.finish()?;
-    if !tail.is_empty() {
-        stats.sent_bytes += tail.len() as u64;
-        chan.send(&ClientMsg::ImportChunk(tail)).await?;
-    }
-    let status = export.wait().await?;
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = export.stderr.take() {
-            e.read_to_string(&mut err).await.ok();
+    // NAR serialisation and compression run on a blocking thread, so they overlap with
+    // sending the previous chunks.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ClientMsg>(4);
+    let producer = tokio::task::spawn_blocking(move || produce_import_stream(sources, tx));
+    while let Some(msg) = rx.recv().await {
+        if let ClientMsg::ImportChunk(data) = &msg {
+            stats.sent_bytes += data.len() as u64;
         }
-        bail!("'nix-store --export' failed ({status}): {}", err.trim());
+        chan.send(&msg).await?;
     }
+    producer
+        .await
+        .context("the thread that reads the inputs ended abnormally")??;
     chan.send(&ClientMsg::ImportEnd).await?;
     chan.flush().await?;
     match chan.recv().await? {
         AgentMsg::Imported { .. } => Ok(stats),
-        AgentMsg::Error { message } => bail!(
-            "importing the inputs into the store on {} failed: {message}",
-            chan.host
-        ),
+        AgentMsg::Error { message } => {
+            let hint = if message.contains("hash mismatch") {
+                "; the local copy of that path does not match its recorded hash: check it \
+                 with 'nix-store --verify --check-contents' (--repair fixes it)"
+            } else {
+                ""
+            };
+            bail!(
+                "adding the inputs to the store on {} failed: {message}{hint}",
+                chan.host
+            )
+        }
         other => bail!(
             "unexpected answer from the agent on {}: {other:?}",
             chan.host
@@ -112,10 +106,100 @@ pub async fn upload_missing(
     }
 }
 
+/// Announces each path, then feeds its NAR into one zstd stream cut into chunks.
+fn produce_import_stream(
+    sources: Vec<(PathInfo, PathBuf)>,
+    tx: tokio::sync::mpsc::Sender<ClientMsg>,
+) -> Result<()> {
+    let sink = ChunkSender {
+        tx,
+        buf: Vec::with_capacity(CHUNK_SIZE),
+    };
+    let mut encoder = zstd::stream::write::Encoder::new(sink, zstd_level())?;
+    for (info, real) in sources {
+        encoder
+            .get_mut()
+            .send(ClientMsg::ImportPath(info.clone()))?;
+        let mut counted = CountingWriter {
+            inner: &mut encoder,
+            n: 0,
+        };
+        nar::dump(&real, &mut counted)
+            .with_context(|| format!("reading {} for the upload", real.display()))?;
+        if counted.n != info.nar_size {
+            bail!(
+                "{} serialises to {} bytes but the store's database says {}: the local \
+                 copy was changed; check it with 'nix-store --verify --check-contents'",
+                info.path,
+                counted.n,
+                info.nar_size
+            );
+        }
+    }
+    let mut sink = encoder.finish()?;
+    sink.send_buffered()?;
+    Ok(())
+}
+
+/// Cuts what is written into `ImportChunk` messages of at most [`CHUNK_SIZE`] bytes.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<ClientMsg>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send(&mut self, msg: ClientMsg) -> std::io::Result<()> {
+        self.tx
+            .blocking_send(msg)
+            .map_err(|_| std::io::Error::other("the upload was abandoned"))
+    }
+
+    fn send_buffered(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_SIZE));
+        self.send(ClientMsg::ImportChunk(chunk))
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK_SIZE - self.buf.len());
+        self.buf
+            .extend_from_slice(data.get(..n).unwrap_or_default());
+        if self.buf.len() >= CHUNK_SIZE {
+            self.send_buffered()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A downloaded, unpacked and verified output, ready to be registered.
 #[derive(Debug, Clone)]
 pub struct FetchedOutput {
-    pub info: OutputInfo,
+    pub info: PathInfo,
     pub nar_sha256_hex: String,
     pub nar_size: u64,
 }

@@ -12,7 +12,7 @@
 //! - `nar-symlink-dir`: a symlink `x -> /etc`, then a directory `x` holding a file
 //!   `nsh-fault-pwned` (writing through the link would land in /etc).
 //! - `nar-oversize`: a valid NAR with a 1 MiB file, announced as 64 bytes.
-//! - `wrong-path`: `OutputInfo` (and the real NAR) for a store path that is not the one
+//! - `wrong-path`: `PathInfo` (and the real NAR) for a store path that is not the one
 //!   asked for (`/nix/store/000…0-nsh-fault-pwned`).
 //! - `bad-refs`: the real NAR with `/etc/passwd` and `nsh-fault-pwned` among the references.
 //!
@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
-use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, OutputInfo};
+use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, PathInfo};
 use nsh_wire::framing::write_bytes;
 use sha2::{Digest, Sha256};
 
@@ -132,7 +132,7 @@ impl NarFault {
 }
 
 /// Rewrites what `Output` says, for the modes that send the real NAR.
-pub fn rewrite_info(fault: Option<Fault>, mut info: OutputInfo) -> OutputInfo {
+pub fn rewrite_info(fault: Option<Fault>, mut info: PathInfo) -> PathInfo {
     match fault {
         Some(Fault::WrongPath) => {
             let store = info
@@ -215,7 +215,7 @@ pub fn hostile_nar(kind: Hostile) -> Vec<u8> {
 /// Sends `Output` and a hostile NAR for `path` instead of the real one.
 pub fn send_hostile(
     kind: Hostile,
-    mut info: OutputInfo,
+    mut info: PathInfo,
     send: &mut dyn FnMut(AgentMsg) -> Result<()>,
 ) -> Result<()> {
     let nar = hostile_nar(kind);

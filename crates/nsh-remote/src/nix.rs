@@ -93,6 +93,27 @@ impl NixStore {
         cmd
     }
 
+    /// `nix-daemon --stdio [--store S]` from the same Nix as `nix-store`, for adding paths
+    /// with the worker protocol (see `import.rs`).
+    pub fn daemon_command(&self) -> Result<Command> {
+        let program = self.program.with_file_name("nix-daemon");
+        if !is_executable(&program) {
+            bail!(
+                "{} is missing: the agent adds inputs through nix-daemon --stdio from the \
+                 same Nix as {}",
+                program.display(),
+                self.program.display()
+            );
+        }
+        let mut cmd = Command::new(program);
+        cmd.arg("--stdio");
+        if let Some(s) = &self.store {
+            cmd.arg("--store").arg(s);
+        }
+        cmd.env_remove(TOKEN_ENV).process_group(0);
+        Ok(cmd)
+    }
+
     /// `nix-store --dump` of a store path. `--dump` reads the file system, not the store
     /// (Nix 2.34 with `--store /scratch/s` looked for `//nix/store/…`), so for a chroot
     /// store given as a directory it is pointed at the physical copy. Other store URLs

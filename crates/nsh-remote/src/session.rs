@@ -183,6 +183,14 @@ impl Conn {
                     log!("query: {} of {} paths missing", missing.len(), paths.len());
                     self.send(&AgentMsg::Missing { paths: missing })?;
                 }
+                ClientMsg::ImportPath(info) => {
+                    if import.is_none() {
+                        import = Some(Import::start(&self.agent.nix, &self.agent.children)?);
+                    }
+                    if let Some(i) = import.as_mut() {
+                        i.announce(info)?;
+                    }
+                }
                 ClientMsg::ImportChunk(data) => {
                     if import.is_none() {
                         import = Some(Import::start(&self.agent.nix, &self.agent.children)?);

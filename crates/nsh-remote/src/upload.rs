@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, OutputInfo};
+use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, PathInfo};
 use nsh_wire::nixbase32;
 use sha2::{Digest, Sha256};
 
@@ -41,7 +41,7 @@ pub fn nar_hash_hex(printed: &str) -> Result<String> {
 }
 
 /// Reads the remote store's metadata of `path`.
-pub fn query_info(nix: &NixStore, path: &str) -> Result<OutputInfo> {
+pub fn query_info(nix: &NixStore, path: &str) -> Result<PathInfo> {
     check_path_arg(path)?;
     let nar_hash = nar_hash_hex(&nix.run(&["-q", "--hash", path])?)?;
     let size = nix.run(&["-q", "--size", path])?;
@@ -61,7 +61,7 @@ pub fn query_info(nix: &NixStore, path: &str) -> Result<OutputInfo> {
         "" | "unknown-deriver" => None,
         d => Some(d.to_owned()),
     };
-    Ok(OutputInfo {
+    Ok(PathInfo {
         path: path.to_owned(),
         nar_hash,
         nar_size,

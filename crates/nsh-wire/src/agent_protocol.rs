@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below. Both sides refuse a mismatch
 /// with an error that names both versions, rather than misreading frames.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest data chunk either side sends; the codec refuses frames much larger than this.
 pub const CHUNK_SIZE: usize = 1 << 20;
@@ -23,9 +23,13 @@ pub enum ClientMsg {
     Hello { version: u32, token: String },
     /// Which of these store paths does the remote store lack? Answered by `Missing`.
     QueryMissing { paths: Vec<String> },
-    /// A piece of the zstd-compressed `nix-store --export` stream of the missing paths.
+    /// The next missing path to add to the remote store. Its NAR (exactly `nar_size` bytes)
+    /// follows the NAR of the path announced before it in the decompressed import stream.
+    /// Sent before the first byte of its NAR; paths come in dependency order.
+    ImportPath(PathInfo),
+    /// A piece of the zstd-compressed stream of the announced paths' NARs, back to back.
     ImportChunk(Vec<u8>),
-    /// End of the export stream; the agent answers `Imported` or `Error`.
+    /// End of the import stream; the agent answers `Imported` or `Error`.
     ImportEnd,
     /// Realise the derivation (its closure is now in the remote store).
     Build(BuildRequest),
@@ -48,9 +52,10 @@ pub struct BuildRequest {
     pub options: Vec<(String, String)>,
 }
 
-/// Metadata of one built output, as the remote store records it.
+/// Metadata of one store path: an output as the remote store records it, or an input as the
+/// local store does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutputInfo {
+pub struct PathInfo {
     pub path: String,
     /// sha256 of the NAR serialisation, lowercase hex.
     pub nar_hash: String,
@@ -81,7 +86,7 @@ pub enum AgentMsg {
     /// The build ended; on success `outputs` lists what was built.
     BuildDone(BuildResult),
     /// Precedes the NAR chunks of one output.
-    Output(OutputInfo),
+    Output(PathInfo),
     NarChunk(Vec<u8>),
     NarEnd,
     /// A failure of the agent itself (not of the build); the connection ends after it.

@@ -12,3 +12,4 @@ pub mod ids;
 pub mod nar;
 pub mod nixbase32;
 pub mod store_path;
+pub mod worker_protocol;
