@@ -13,7 +13,7 @@ use crate::agent_deploy::{self, AgentBinary};
 use crate::config::Config;
 use crate::job_script::JobFiles;
 use crate::local_store::{LocalStore, PathRegistration};
-use crate::nix_log::Ui;
+use crate::nix_log::{ACT_UNKNOWN, LVL_TALKATIVE, Ui};
 use crate::scheduler::{JobId, JobState, Scheduler};
 use crate::ssh::SshPool;
 use crate::transfer;
@@ -252,6 +252,8 @@ impl Build<'_> {
     async fn wait_for_start<S: Scheduler>(&self, sched: &S) -> Result<String> {
         let started = Instant::now();
         let mut last_reason = None;
+        // Shown in `nix build`'s progress display while the job waits (ended on return).
+        let mut waiting = None;
         loop {
             let status = sched
                 .status(&self.job)
@@ -264,6 +266,14 @@ impl Build<'_> {
                     }
                 }
                 JobState::Pending => {
+                    if waiting.is_none() {
+                        waiting = self.ui.activity(
+                            LVL_TALKATIVE,
+                            ACT_UNKNOWN,
+                            &format!("waiting for job {} to start", self.job),
+                            serde_json::json!([]),
+                        );
+                    }
                     if status.reason != last_reason {
                         if let Some(r) = status.reason.as_deref().filter(|r| *r != "None") {
                             self.ui.info(&format!(
@@ -309,7 +319,7 @@ impl Build<'_> {
         roots.extend(self.inputs.iter().cloned());
         let closure = self.store.requisites(&roots).map_err(Failure::misc)?;
         let t = Instant::now();
-        let stats = transfer::upload_missing(chan, &self.store, closure)
+        let stats = transfer::upload_missing(chan, &self.store, self.ui, closure)
             .await
             .map_err(|e| Failure::misc(e.context(format!("job {} on {host}", self.job))))?;
         self.ui.info(&format!(
@@ -453,7 +463,7 @@ impl Build<'_> {
         fetched: &mut Vec<transfer::FetchedOutput>,
     ) -> Result<()> {
         for path in wanted.iter().filter(|p| !already.contains(*p)) {
-            let out = transfer::fetch_output(chan, &self.store, path)
+            let out = transfer::fetch_output(chan, &self.store, self.ui, path)
                 .await
                 .with_context(|| format!("job {} on {host}", self.job))?;
             fetched.push(out);

@@ -7,16 +7,31 @@
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Nix's verbosity levels (`lvlError` = 0 … `lvlVomit` = 7).
 pub const LVL_ERROR: u8 = 0;
 pub const LVL_WARN: u8 = 1;
 pub const LVL_INFO: u8 = 3;
+pub const LVL_TALKATIVE: u8 = 4;
+
+/// Nix's activity types (`ActivityType` in Nix's `logging.hh`) that nsh reports.
+pub const ACT_UNKNOWN: u64 = 0;
+pub const ACT_COPY_PATH: u64 = 100;
+pub const ACT_COPY_PATHS: u64 = 103;
+/// Nix's result types: progress is `[done, expected, running, failed]`, set-expected is
+/// `[activity type, expected]`. Nix 2.8 asserts on their arity and field types.
+const RES_PROGRESS: u64 = 105;
+const RES_SET_EXPECTED: u64 = 106;
+/// Shortest gap between two progress messages of one activity.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 pub struct Ui {
     /// fd 4: the build log Nix stores and prints. Absent when run outside Nix (`nsh check`).
     build_log: Mutex<Option<std::fs::File>>,
     accepted: std::sync::atomic::AtomicBool,
+    next_activity: AtomicU64,
 }
 
 impl Ui {
@@ -31,6 +46,7 @@ impl Ui {
         Ui {
             build_log: Mutex::new(file),
             accepted: Default::default(),
+            next_activity: AtomicU64::new(1),
         }
     }
 
@@ -65,6 +81,30 @@ impl Ui {
         self.msg(LVL_INFO, text);
     }
 
+    /// Starts an activity Nix shows in its progress display (`nix build`), nested under the
+    /// build; Nix re-creates it from these lines and ends it with [`Activity`]'s drop. Only
+    /// after `# accept`: before it, Nix reads plain lines. `fields` must have the shape Nix
+    /// expects for `kind` (e.g. copy-path: path, from, to).
+    pub fn activity(
+        &self,
+        level: u8,
+        kind: u64,
+        text: &str,
+        fields: serde_json::Value,
+    ) -> Option<Activity> {
+        if !self.accepted() {
+            return None;
+        }
+        let id = self.next_activity.fetch_add(1, Ordering::Relaxed);
+        let line = serde_json::json!({"action": "start", "id": id, "level": level,
+            "type": kind, "text": text, "fields": fields, "parent": 0});
+        emit(&format!("@nix {line}\n"));
+        Some(Activity {
+            id,
+            last_progress: Mutex::new(None),
+        })
+    }
+
     /// Raw build-log bytes: into Nix's log file and its terminal output.
     pub fn build_log(&self, bytes: &[u8]) {
         if let Ok(mut guard) = self.build_log.lock()
@@ -73,6 +113,46 @@ impl Ui {
             // A failed write to fd 4 means Nix is gone; nothing useful to do about it.
             let _ = f.write_all(bytes);
         }
+    }
+}
+
+/// A running activity; dropping it tells Nix it stopped.
+pub struct Activity {
+    id: u64,
+    last_progress: Mutex<Option<Instant>>,
+}
+
+impl Activity {
+    fn result(&self, kind: u64, fields: serde_json::Value) {
+        let line = serde_json::json!({"action": "result", "id": self.id, "type": kind,
+            "fields": fields});
+        emit(&format!("@nix {line}\n"));
+    }
+
+    /// `done` of `expected` (bytes or items); sent at most every [`PROGRESS_EVERY`], and
+    /// always when `done` reaches `expected`.
+    pub fn progress(&self, done: u64, expected: u64) {
+        let now = Instant::now();
+        if let Ok(mut last) = self.last_progress.lock() {
+            let due = last.is_none_or(|t| now.duration_since(t) >= PROGRESS_EVERY);
+            if !due && done < expected {
+                return;
+            }
+            *last = Some(now);
+        }
+        self.result(RES_PROGRESS, serde_json::json!([done, expected, 0, 0]));
+    }
+
+    /// How much of `kind` this activity's children will do (Nix sums it in its totals).
+    pub fn set_expected(&self, kind: u64, expected: u64) {
+        self.result(RES_SET_EXPECTED, serde_json::json!([kind, expected]));
+    }
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        let line = serde_json::json!({"action": "stop", "id": self.id});
+        emit(&format!("@nix {line}\n"));
     }
 }
 

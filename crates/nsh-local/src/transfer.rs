@@ -6,6 +6,8 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, ClientMsg, PathInfo};
@@ -13,6 +15,7 @@ use nsh_wire::nar;
 
 use crate::agent_channel::AgentChannel;
 use crate::local_store::LocalStore;
+use crate::nix_log::{ACT_COPY_PATH, ACT_COPY_PATHS, Activity, LVL_TALKATIVE, Ui};
 
 /// What an upload moved, for the user and for tests.
 #[derive(Debug, Default, Clone, Copy)]
@@ -35,6 +38,7 @@ pub fn zstd_level() -> i32 {
 pub async fn upload_missing(
     chan: &mut AgentChannel,
     store: &LocalStore,
+    ui: &Ui,
     closure: Vec<String>,
 ) -> Result<UploadStats> {
     let mut stats = UploadStats {
@@ -70,15 +74,66 @@ pub async fn upload_missing(
         let real = store.real_path(&info.path)?;
         sources.push((info, real));
     }
+    // Progress in Nix's display, as its own copies report it: one activity for the lot
+    // (paths done, bytes expected) and one per path (its bytes).
+    let host = chan.host.clone();
+    let all = ui.activity(
+        LVL_TALKATIVE,
+        ACT_COPY_PATHS,
+        &format!("copying {} paths to '{host}'", stats.missing),
+        serde_json::json!([]),
+    );
+    if let Some(a) = &all {
+        a.set_expected(ACT_COPY_PATH, stats.raw_bytes);
+        a.progress(0, stats.missing as u64);
+    }
+    let mut current: Option<(Option<Activity>, u64, u64)> = None;
+    let (mut offset, mut paths_done) = (0u64, 0u64);
+    let end_path = |current: &mut Option<(Option<Activity>, u64, u64)>, done: &mut u64| {
+        if let Some((Some(a), _, size)) = current.take() {
+            a.progress(size, size);
+        }
+        *done += 1;
+        if let Some(a) = &all {
+            a.progress(*done, stats.missing as u64);
+        }
+    };
     // NAR serialisation and compression run on a blocking thread, so they overlap with
     // sending the previous chunks.
+    let fed = Arc::new(AtomicU64::new(0));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<ClientMsg>(4);
-    let producer = tokio::task::spawn_blocking(move || produce_import_stream(sources, tx));
+    let producer = {
+        let fed = Arc::clone(&fed);
+        tokio::task::spawn_blocking(move || produce_import_stream(sources, &fed, tx))
+    };
     while let Some(msg) = rx.recv().await {
-        if let ClientMsg::ImportChunk(data) = &msg {
-            stats.sent_bytes += data.len() as u64;
+        match &msg {
+            ClientMsg::ImportPath(info) => {
+                if current.is_some() {
+                    end_path(&mut current, &mut paths_done);
+                }
+                let act = ui.activity(
+                    LVL_TALKATIVE,
+                    ACT_COPY_PATH,
+                    &format!("copying path '{}' to '{host}'", info.path),
+                    serde_json::json!([info.path, "local", host]),
+                );
+                current = Some((act, offset, info.nar_size));
+                offset += info.nar_size;
+            }
+            ClientMsg::ImportChunk(data) => {
+                stats.sent_bytes += data.len() as u64;
+                if let Some((Some(a), start, size)) = &current {
+                    let done = fed.load(Ordering::Relaxed).saturating_sub(*start);
+                    a.progress(done.min(*size), *size);
+                }
+            }
+            _ => {}
         }
         chan.send(&msg).await?;
+    }
+    if current.is_some() {
+        end_path(&mut current, &mut paths_done);
     }
     producer
         .await
@@ -109,6 +164,7 @@ pub async fn upload_missing(
 /// Announces each path, then feeds its NAR into one zstd stream cut into chunks.
 fn produce_import_stream(
     sources: Vec<(PathInfo, PathBuf)>,
+    fed: &AtomicU64,
     tx: tokio::sync::mpsc::Sender<ClientMsg>,
 ) -> Result<()> {
     let sink = ChunkSender {
@@ -123,6 +179,7 @@ fn produce_import_stream(
         let mut counted = CountingWriter {
             inner: &mut encoder,
             n: 0,
+            total: fed,
         };
         nar::dump(&real, &mut counted)
             .with_context(|| format!("reading {} for the upload", real.display()))?;
@@ -179,15 +236,32 @@ impl std::io::Write for ChunkSender {
     }
 }
 
-struct CountingWriter<W> {
-    inner: W,
-    n: u64,
+/// Counts the bytes read through it into `total`.
+struct CountingReader<R> {
+    inner: R,
+    total: Arc<AtomicU64>,
 }
 
-impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.total.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Counts what goes through: `n` for this path, `total` for the whole upload.
+struct CountingWriter<'a, W> {
+    inner: W,
+    n: u64,
+    total: &'a AtomicU64,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<'_, W> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(data)?;
         self.n += n as u64;
+        self.total.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -209,6 +283,7 @@ pub struct FetchedOutput {
 pub async fn fetch_output(
     chan: &mut AgentChannel,
     store: &LocalStore,
+    ui: &Ui,
     path: &str,
 ) -> Result<FetchedOutput> {
     chan.send(&ClientMsg::FetchOutput {
@@ -234,15 +309,26 @@ pub async fn fetch_output(
     let dest: PathBuf = store.real_path(path)?;
     store.remove_stale(path)?;
     let announced = info.nar_size;
+    let act = ui.activity(
+        LVL_TALKATIVE,
+        ACT_COPY_PATH,
+        &format!("copying path '{path}' from '{}'", chan.host),
+        serde_json::json!([path, chan.host, "local"]),
+    );
+    let unpacked_bytes = Arc::new(AtomicU64::new(0));
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
     let unpack_dest = dest.clone();
+    let counter = Arc::clone(&unpacked_bytes);
     let unpacker = tokio::task::spawn_blocking(move || {
         let reader = ChannelReader {
             rx,
             buf: Vec::new(),
             pos: 0,
         };
-        let mut decoder = zstd::stream::read::Decoder::new(reader)?;
+        let mut decoder = CountingReader {
+            inner: zstd::stream::read::Decoder::new(reader)?,
+            total: counter,
+        };
         let limits = nsh_wire::nar::UnpackLimits {
             max_total_size: announced,
             ..Default::default()
@@ -260,6 +346,10 @@ pub async fn fetch_output(
         loop {
             match chan.recv().await? {
                 AgentMsg::NarChunk(bytes) => {
+                    if let Some(a) = &act {
+                        let done = unpacked_bytes.load(Ordering::Relaxed);
+                        a.progress(done.min(announced), announced);
+                    }
                     if let Some(t) = &tx
                         && t.send(bytes).await.is_err()
                     {
@@ -300,6 +390,9 @@ pub async fn fetch_output(
             info.nar_size,
             info.nar_hash
         );
+    }
+    if let Some(a) = &act {
+        a.progress(summary.size, announced);
     }
     Ok(FetchedOutput {
         nar_sha256_hex: hex,
