@@ -136,6 +136,7 @@ fn main() {
         },
         AgentMsg::Imported { paths: 300 },
         AgentMsg::Log(b"building\n".to_vec()),
+        AgentMsg::LogGap { bytes: 1 << 20 },
         AgentMsg::BuildDone(BuildResult {
             status: 100,
             message: "failed".into(),
@@ -158,12 +159,14 @@ fn main() {
         ClientMsg::QueryMissing {
             paths: vec![info.path.clone()],
         },
+        ClientMsg::ImportPath(info.clone()),
         ClientMsg::ImportChunk(vec![1, 2, 3, 4]),
         ClientMsg::ImportEnd,
         ClientMsg::Build(BuildRequest {
             drv_path: "/nix/store/cccccccccccccccccccccccccccccccc-x.drv".into(),
             outputs: vec!["out".into(), "dev".into()],
             options: vec![("max-silent-time".into(), "60".into())],
+            log_offset: 4096,
         }),
         ClientMsg::FetchOutput {
             path: info.path.clone(),

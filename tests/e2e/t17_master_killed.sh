@@ -1,7 +1,7 @@
 #!/bin/bash
 # nsh's SSH ControlMaster on submit is SIGKILLed while the build runs: the channel to the
 # agent breaks, nsh starts a new master, re-attaches to the running build, and the build
-# completes with a valid output. The build uses its own NSH_RUNTIME_DIR, so the master
+# completes with a valid output and its whole log, every line once. The build uses its own NSH_RUNTIME_DIR, so the master
 # killed is this test's own, not one that concurrent tests share.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_faults.sh"
@@ -20,7 +20,7 @@ trap 'exit 130' INT TERM
 mk { name = "master-killed"; requiredSystemFeatures = [ "nsh" ];
      script = ''
        i=0
-       while [ $i -lt 10 ]; do echo tick $i; /bin/busybox sleep 1; i=$((i + 1)); done
+       while [ $i -lt 400 ]; do echo tick $i; /bin/busybox sleep 0.025; i=$((i + 1)); done
        echo done > $out
      ''; }
 NIX
@@ -29,7 +29,7 @@ NIX
 BUILD_ENV=(NSH_RUNTIME_DIR="$WORK/rt")
 bg_build master-killed "$WORK/master.nix"
 unset BUILD_ENV
-wait_log "^tick 2$" 60 0.05 || { tail -n 20 "$BG_LOG" >&2; fail "the build did not start"; }
+wait_log "^tick 40$" 60 0.05 || { tail -n 20 "$BG_LOG" >&2; fail "the build did not start"; }
 job=$(grep -oE 'as job [0-9]+' "$BG_LOG" | awk '{print $3}' | tail -n1)
 socks=$(on_submit sh -c 'ls "$1"/ssh/.ssh-connection*/master 2>/dev/null' sh "$WORK/rt" || true)
 [ "$(wc -w <<<"$socks")" = 1 ] || fail "expected one master socket under $WORK/rt, found: '$socks'"
@@ -46,7 +46,12 @@ t_end=$(date +%s%N)
 out=$(grep -E '^/nix/store/[^ ]+$' "$BG_LOG" | tail -n1)
 on_submit nix-store --verify-path "$out" || fail "$out is not valid"
 [ "$(on_submit cat "$out")" = done ] || fail "wrong content in $out"
-grep -q '^tick 9$' "$BG_LOG" || fail "the log lacks the ticks after the reconnect"
+# Every line exactly once: what was in flight when the channel broke is sent again from
+# where nsh's copy of the log ends, and nothing twice.
+ticks=$(grep -cE '^tick [0-9]+$' "$BG_LOG")
+missing=$(comm -23 <(seq 0 399 | sort) <(grep -oE '^tick [0-9]+$' "$BG_LOG" | awk '{print $2}' | sort -u) | sort -n | tr '\n' ' ')
+[ -z "$missing" ] || fail "log lines lost across the reconnect: tick $missing"
+[ "$ticks" = 400 ] || fail "log lines repeated across the reconnect: $ticks tick lines for 400 ticks"
 grep -E 'reconnect' "$BG_LOG" | sed 's/^/    /'
 assert_jobs_gone 30 "$job"
 job=""

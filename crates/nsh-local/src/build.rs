@@ -34,6 +34,14 @@ pub struct Build<'a> {
     pub agent: AgentBinary,
 }
 
+/// nsh's copy of the build log so far: how much of it arrived (a reconnect resumes there)
+/// and its last lines (for the error message of a failed build).
+#[derive(Default)]
+struct LogCopy {
+    received: u64,
+    tail: VecDeque<String>,
+}
+
 /// How a build failed, for the hook's exit status (Nix: 100 permanent, 101 timed out).
 pub struct Failure {
     pub exit_code: i32,
@@ -70,10 +78,11 @@ impl Build<'_> {
         let pool = SshPool::new(&crate::runtime_dir::runtime_dir().map_err(Failure::misc)?)
             .map_err(Failure::misc)?;
         let mut chan = self.connect(&pool, &host, true).await.map_err(in_job)?;
+        let mut log = LogCopy::default();
         // A lost channel (SSH dropped, master killed) is not a lost build: the agent keeps
         // building for its lease, so reconnect and carry on where we were.
         let result = loop {
-            match self.run_with_agent(&mut chan, &host).await {
+            match self.run_with_agent(&mut chan, &host, &mut log).await {
                 Err(f) if is_channel_lost(&f.error) => {
                     self.ui.warn(&format!(
                         "nsh: job {} on {host}: {:#}; reconnecting",
@@ -312,7 +321,12 @@ impl Build<'_> {
         }
     }
 
-    async fn run_with_agent(&self, chan: &mut AgentChannel, host: &str) -> Result<(), Failure> {
+    async fn run_with_agent(
+        &self,
+        chan: &mut AgentChannel,
+        host: &str,
+        log: &mut LogCopy,
+    ) -> Result<(), Failure> {
         // Inputs: the derivation's own closure (the .drv files the remote realise reads)
         // plus the closure of the input paths Nix passed.
         let mut roots = vec![self.drv_path.clone()];
@@ -331,7 +345,10 @@ impl Build<'_> {
             t.elapsed().as_secs_f64()
         ));
 
-        let result = self.remote_build(chan, host).await.map_err(Failure::misc)?;
+        let result = self
+            .remote_build(chan, host, log)
+            .await
+            .map_err(Failure::misc)?;
         if result.status != 0 {
             return Err(self.build_failure(host, &result));
         }
@@ -363,19 +380,26 @@ impl Build<'_> {
         options
     }
 
-    async fn remote_build(&self, chan: &mut AgentChannel, host: &str) -> Result<BuildResult> {
+    async fn remote_build(
+        &self,
+        chan: &mut AgentChannel,
+        host: &str,
+        log: &mut LogCopy,
+    ) -> Result<BuildResult> {
         chan.send(&ClientMsg::Build(BuildRequest {
             drv_path: self.drv_path.clone(),
             outputs: self.wanted_outputs.clone(),
             options: self.build_options(),
+            log_offset: log.received,
         }))
         .await?;
         chan.flush().await?;
-        let mut tail: VecDeque<String> = VecDeque::new();
+        let tail = &mut log.tail;
         loop {
             let msg = chan.recv().await?;
             match msg {
                 AgentMsg::Log(bytes) => {
+                    log.received += bytes.len() as u64;
                     self.ui.build_log(&bytes);
                     for line in String::from_utf8_lossy(&bytes).lines() {
                         if tail.len() == LOG_TAIL_LINES {
@@ -383,6 +407,16 @@ impl Build<'_> {
                         }
                         tail.push_back(line.to_string());
                     }
+                }
+                AgentMsg::LogGap { bytes } => {
+                    log.received += bytes;
+                    self.ui.build_log(
+                        format!(
+                            "[nsh: {bytes} bytes of the build log were lost: nsh was \
+                             disconnected from {host} longer than the agent keeps the log]\n"
+                        )
+                        .as_bytes(),
+                    );
                 }
                 AgentMsg::BuildDone(mut result) => {
                     if result.status != 0 && !tail.is_empty() {

@@ -129,10 +129,13 @@ pub fn realise_args(
 }
 
 struct State {
-    /// Log bytes not yet handed to a client (whole lines).
-    pending: VecDeque<u8>,
-    /// Bytes dropped from `pending` because nobody read them.
-    dropped: u64,
+    /// The last [`MAX_BACKLOG`] bytes of the log (whole lines), kept after they were sent:
+    /// a client that reconnects says how much it has and gets the rest again.
+    log: VecDeque<u8>,
+    /// Offset of `log[0]` in the whole log.
+    log_start: u64,
+    /// Offset up to which the attached connection has been given the log.
+    cursor: u64,
     /// Connection id that receives the log; 0 = nobody.
     attached: u64,
     errors: VecDeque<String>,
@@ -149,6 +152,8 @@ pub struct Build {
 /// What a streaming client gets next.
 pub enum Next {
     Log(Vec<u8>),
+    /// Bytes of log the client missed that are no longer kept.
+    Gap(u64),
     Done(BuildResult),
     /// Another connection took over the log.
     Detached,
@@ -183,8 +188,9 @@ impl Build {
         let build = Arc::new(Build {
             drv_path: req.drv_path.clone(),
             state: Mutex::new(State {
-                pending: VecDeque::new(),
-                dropped: 0,
+                log: VecDeque::new(),
+                log_start: 0,
+                cursor: 0,
                 attached: 0,
                 errors: VecDeque::new(),
                 result: None,
@@ -260,22 +266,22 @@ impl Build {
             cut -= 1;
         }
         let mut st = self.lock();
-        st.pending
+        st.log
             .extend(text.as_bytes().get(..cut).unwrap_or_default());
-        st.pending.push_back(b'\n');
-        if st.pending.len() > MAX_BACKLOG {
-            let excess = st.pending.len() - MAX_BACKLOG;
+        st.log.push_back(b'\n');
+        if st.log.len() > MAX_BACKLOG {
+            let excess = st.log.len() - MAX_BACKLOG;
             // Cut at a line end so the client never sees half a line.
             let end = st
-                .pending
+                .log
                 .iter()
                 .skip(excess)
                 .position(|&b| b == b'\n')
-                .map_or(st.pending.len(), |p| excess + p + 1);
-            st.pending.drain(..end);
-            st.dropped += end as u64;
+                .map_or(st.log.len(), |p| excess + p + 1);
+            st.log.drain(..end);
+            st.log_start += end as u64;
         }
-        if st.pending.len() >= COALESCE_BYTES {
+        if st.unsent() >= COALESCE_BYTES as u64 {
             self.changed.notify_all();
         }
     }
@@ -314,9 +320,11 @@ impl Build {
         self.lock().result.clone()
     }
 
-    /// Makes `conn` the receiver of the log (replacing any other).
-    pub fn attach(&self, conn: u64) {
-        self.lock().attached = conn;
+    /// Makes `conn` the receiver of the log (replacing any other), from offset `from`.
+    pub fn attach(&self, conn: u64, from: u64) {
+        let mut st = self.lock();
+        st.attached = conn;
+        st.cursor = from.min(st.log_end());
         self.changed.notify_all();
     }
 
@@ -328,46 +336,57 @@ impl Build {
     }
 
     /// Waits up to [`COALESCE`] for log to send, then returns the next step for `conn`.
+    /// The result comes only after the whole log.
     pub fn next(&self, conn: u64) -> Next {
         let st = self.lock();
         let (mut st, _) = self
             .changed
             .wait_timeout_while(st, COALESCE, |s| {
-                s.attached == conn && s.result.is_none() && s.pending.len() < COALESCE_BYTES
+                s.attached == conn && s.result.is_none() && s.unsent() < COALESCE_BYTES as u64
             })
             .unwrap_or_else(|p| p.into_inner());
         if st.attached != conn {
             return Next::Detached;
         }
-        if !st.pending.is_empty() {
-            let mut out = Vec::new();
-            if st.dropped > 0 {
-                out.extend(
-                    format!(
-                        "[nsh-remote: {} bytes of log dropped while no client was connected]\n",
-                        st.dropped
-                    )
-                    .into_bytes(),
-                );
-                st.dropped = 0;
-            }
-            let mut take = st.pending.len().min(CHUNK_SIZE - out.len());
-            if take < st.pending.len() {
+        if st.cursor < st.log_start {
+            let gap = st.log_start - st.cursor;
+            st.cursor = st.log_start;
+            return Next::Gap(gap);
+        }
+        if st.unsent() > 0 {
+            let from = usize::try_from(st.cursor - st.log_start).unwrap_or(usize::MAX);
+            let avail = st.log.len().saturating_sub(from);
+            let mut take = avail.min(CHUNK_SIZE);
+            if take < avail {
                 // Whole lines only; a line is at most MAX_LINE, far below CHUNK_SIZE.
                 take = st
-                    .pending
+                    .log
                     .iter()
+                    .skip(from)
                     .take(take)
                     .rposition(|&b| b == b'\n')
                     .map_or(take, |p| p + 1);
             }
-            out.extend(st.pending.drain(..take));
+            let out: Vec<u8> = st.log.iter().skip(from).take(take).copied().collect();
+            st.cursor += take as u64;
             return Next::Log(out);
         }
         match &st.result {
             Some(r) => Next::Done(r.clone()),
             None => Next::Idle,
         }
+    }
+}
+
+impl State {
+    fn log_end(&self) -> u64 {
+        self.log_start + self.log.len() as u64
+    }
+
+    /// Log bytes the attached client has not been given.
+    fn unsent(&self) -> u64 {
+        self.log_end()
+            .saturating_sub(self.cursor.max(self.log_start))
     }
 }
 
@@ -461,6 +480,7 @@ mod tests {
                 ("max-silent-time".into(), "60".into()),
                 ("system-features".into(), "nsh kvm".into()),
             ],
+            log_offset: 0,
         };
         assert_eq!(
             realise_args(&req, Path::new("/d/result"), None).unwrap(),
@@ -514,8 +534,9 @@ mod tests {
         Build {
             drv_path: "/nix/store/x.drv".into(),
             state: Mutex::new(State {
-                pending: VecDeque::new(),
-                dropped: 0,
+                log: VecDeque::new(),
+                log_start: 0,
+                cursor: 0,
                 attached: 0,
                 errors: VecDeque::new(),
                 result: None,
@@ -531,18 +552,47 @@ mod tests {
         for _ in 0..2000 {
             b.push_log(&line);
         }
-        b.attach(7);
+        b.attach(7, 0);
+        let Next::Gap(gap) = b.next(7) else {
+            panic!("expected a gap first")
+        };
         let mut got = Vec::new();
         while let Next::Log(bytes) = b.next(7) {
             got.extend(bytes);
         }
+        assert_eq!(gap + got.len() as u64, 2000 * 1001);
         let text = String::from_utf8(got).unwrap();
-        assert!(text.starts_with("[nsh-remote: "));
-        assert!(text.len() <= MAX_BACKLOG + 100);
-        assert!(text.lines().skip(1).all(|l| l == line));
-        b.attach(8);
+        assert!(text.len() <= MAX_BACKLOG);
+        assert!(text.lines().all(|l| l == line));
+        b.attach(8, 2000 * 1001);
         assert!(matches!(b.next(7), Next::Detached));
         b.finish(0, String::new(), vec!["/nix/store/out".into()]);
         assert!(matches!(b.next(8), Next::Done(r) if r.outputs.len() == 1));
+    }
+
+    #[test]
+    fn a_reconnecting_client_gets_the_log_from_its_offset() {
+        let b = idle_build();
+        for i in 0..10 {
+            b.push_log(&format!("line {i}"));
+        }
+        b.attach(1, 0);
+        let Next::Log(first) = b.next(1) else {
+            panic!("expected log")
+        };
+        assert_eq!(first.len(), 70);
+        // The client got only the first three lines before its connection broke.
+        b.attach(2, 21);
+        let Next::Log(rest) = b.next(2) else {
+            panic!("expected log")
+        };
+        assert_eq!(
+            String::from_utf8(rest).unwrap(),
+            "line 3\nline 4\nline 5\nline 6\nline 7\nline 8\nline 9\n"
+        );
+        // An offset past the end (a confused client) is clamped: nothing is sent twice.
+        b.attach(3, 1 << 40);
+        b.finish(0, String::new(), vec![]);
+        assert!(matches!(b.next(3), Next::Done(_)));
     }
 }

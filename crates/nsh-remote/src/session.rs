@@ -242,7 +242,7 @@ impl Conn {
                 }
             }
         };
-        build.attach(self.id);
+        build.attach(self.id, req.log_offset);
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 build.detach(self.id);
@@ -250,6 +250,7 @@ impl Conn {
             }
             match build.next(self.id) {
                 Next::Log(bytes) => self.send(&AgentMsg::Log(bytes))?,
+                Next::Gap(bytes) => self.send(&AgentMsg::LogGap { bytes })?,
                 Next::Done(result) => {
                     build.detach(self.id);
                     log!(

@@ -50,6 +50,10 @@ pub struct BuildRequest {
     /// `--option NAME VALUE` pairs for the remote realise (max-silent-time, timeout,
     /// system-features, …).
     pub options: Vec<(String, String)>,
+    /// How many bytes of the build's log the client already has: a client that reconnects
+    /// to a running build gets the log from there (what was in flight when the old
+    /// connection broke is sent again).
+    pub log_offset: u64,
 }
 
 /// Metadata of one store path: an output as the remote store records it, or an input as the
@@ -83,6 +87,11 @@ pub enum AgentMsg {
     },
     /// Raw bytes of the build log (whole lines, each ending in `\n`).
     Log(Vec<u8>),
+    /// This many bytes of the log, from the client's offset on, are gone (the agent keeps
+    /// the last MiB for clients that reconnect); the log goes on after them.
+    LogGap {
+        bytes: u64,
+    },
     /// The build ended; on success `outputs` lists what was built.
     BuildDone(BuildResult),
     /// Precedes the NAR chunks of one output.
