@@ -15,7 +15,7 @@ use std::thread::{self, JoinHandle};
 use anyhow::{Context, Result, bail};
 use nsh_wire::agent_protocol::PathInfo;
 use nsh_wire::worker_protocol::{
-    self, AddToStoreNar, Stderr, client_handshake, write_add_to_store_nar, write_frame,
+    self, AddToStoreNar, Handshake, Stderr, client_handshake, write_add_to_store_nar, write_frame,
     write_frame_end,
 };
 
@@ -175,36 +175,77 @@ impl Write for NarSplitter {
     }
 }
 
+/// A `nix-daemon --stdio` past the handshake.
+struct Daemon {
+    child: Child,
+    to: BufWriter<ChildStdin>,
+    from: BufReader<ChildStdout>,
+    hs: Handshake,
+    stderr: JoinHandle<Vec<u8>>,
+}
+
+fn open_daemon(nix: &NixStore) -> Result<Daemon> {
+    let mut cmd = nix.daemon_command()?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+    let stderr = slurp(child.stderr.take().context("nix-daemon stderr")?);
+    let mut to =
+        BufWriter::with_capacity(256 * 1024, child.stdin.take().context("nix-daemon stdin")?);
+    let mut from =
+        BufReader::with_capacity(64 * 1024, child.stdout.take().context("nix-daemon stdout")?);
+    match client_handshake(&mut from, &mut to, &mut |line| {
+        log!("nix-daemon: {}", line.trim_end())
+    }) {
+        Ok(hs) => Ok(Daemon {
+            child,
+            to,
+            from,
+            hs,
+            stderr,
+        }),
+        Err(e) => {
+            drop(to);
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = tail_text(&stderr.join().unwrap_or_default(), 2000);
+            let program = cmd.get_program().to_string_lossy().into_owned();
+            if err.is_empty() {
+                bail!("{program} --stdio: {e}")
+            }
+            // What it printed says more than the protocol error its exit caused.
+            bail!("{program} --stdio failed: {err}")
+        }
+    }
+}
+
+/// For `self-check`: can the agent add paths here? Says which protocol and Nix answered.
+pub fn check_daemon(nix: &NixStore) -> Result<String> {
+    let Daemon {
+        mut child, to, hs, ..
+    } = open_daemon(nix)?;
+    drop(to);
+    let _ = child.wait();
+    Ok(format!(
+        "nix-daemon --stdio answers (worker protocol {}, Nix {})",
+        worker_protocol::version_string(hs.version),
+        hs.nix_version.as_deref().unwrap_or("?")
+    ))
+}
+
 impl Import {
     pub fn start(nix: &NixStore, children: &Arc<Children>) -> Result<Import> {
-        let mut cmd = nix.daemon_command()?;
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+        let Daemon {
+            child,
+            to: to_daemon,
+            from,
+            hs,
+            stderr,
+        } = open_daemon(nix)?;
         let guard = ChildGuard::new(children, child.id() as i32);
-        let stderr = slurp(child.stderr.take().context("nix-daemon stderr")?);
-        let mut to_daemon =
-            BufWriter::with_capacity(256 * 1024, child.stdin.take().context("nix-daemon stdin")?);
-        let mut from =
-            BufReader::with_capacity(64 * 1024, child.stdout.take().context("nix-daemon stdout")?);
-        let hs = match client_handshake(&mut from, &mut to_daemon, &mut |line| {
-            log!("nix-daemon: {}", line.trim_end())
-        }) {
-            Ok(hs) => hs,
-            Err(e) => {
-                drop(to_daemon);
-                let _ = child.wait();
-                let err = stderr.join().unwrap_or_default();
-                bail!(
-                    "starting {:?}: {e}: {}",
-                    cmd.get_program(),
-                    tail_text(&err, 2000)
-                );
-            }
-        };
         let (tx, results) = channel();
         let reader = read_verdicts(from, hs.version, tx);
         let splitter = NarSplitter {

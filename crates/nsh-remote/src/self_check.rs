@@ -30,12 +30,22 @@ impl Report {
 pub fn run(state_dir: Option<&Path>, nix_bin_dir: Option<&Path>, store: &str) -> ExitCode {
     let mut r = Report { failed: false };
     match NixStore::locate(nix_bin_dir, store) {
-        Ok(nix) => match nix.version() {
-            Ok(v) => r.ok(&format!("nix-store at {}: {v}", nix.program().display())),
-            Err(e) => r.fail(&format!(
-                "{e:#}: check the Nix installation or remote-nix-bin-dir"
-            )),
-        },
+        Ok(nix) => {
+            match nix.version() {
+                Ok(v) => r.ok(&format!("nix-store at {}: {v}", nix.program().display())),
+                Err(e) => r.fail(&format!(
+                    "{e:#}: check the Nix installation or remote-nix-bin-dir"
+                )),
+            }
+            // Inputs are added through it, with this user's rights on this store.
+            match crate::import::check_daemon(&nix) {
+                Ok(v) => r.ok(&v),
+                Err(e) => r.fail(&format!(
+                    "{e:#}: the agent adds inputs through nix-daemon --stdio; check \
+                     remote-store and that this user may use it"
+                )),
+            }
+        }
         Err(e) => r.fail(&format!("{e:#}")),
     }
     if store.starts_with('/') {
