@@ -146,6 +146,13 @@ pub async fn upload_missing(
             let hint = if message.contains("hash mismatch") {
                 "; the local copy of that path does not match its recorded hash: check it \
                  with 'nix-store --verify --check-contents' (--repair fixes it)"
+            } else if message.contains("lacks a signature")
+                || message.contains("lacks a valid signature")
+            {
+                "; the job's user is not trusted by the Nix daemon on the node, which then \
+                 accepts only signed paths: add that user to trusted-users in the nodes' \
+                 nix.conf, or set remote-store to a store that user owns (e.g. \
+                 /scratch/<user>/nix)"
             } else {
                 ""
             };
