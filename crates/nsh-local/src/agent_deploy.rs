@@ -63,6 +63,16 @@ pub async fn ensure_agent(
     let bytes = tokio::fs::read(&agent.path)
         .await
         .with_context(|| format!("cannot read {}", agent.path.display()))?;
+    // Other hooks trust the name to say what the file holds: never upload other bytes
+    // under it (nsh-remote replaced by an upgrade while this hook ran).
+    if nsh_wire::ids::agent_file_name(&nsh_wire::ids::content_id(&bytes)) != agent.file_name {
+        bail!(
+            "{} changed while nsh was running (an upgrade?); not uploading it as {}: \
+             retry the build",
+            agent.path.display(),
+            agent.file_name
+        );
+    }
     let script = "set -e; umask 077; mkdir -p \"$1\"; t=$(mktemp \"$1/.upload.XXXXXX\"); \
                   cat > \"$t\"; chmod 0700 \"$t\"; mv -f \"$t\" \"$1/$2\"";
     let mut child = session
