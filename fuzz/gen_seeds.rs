@@ -1,16 +1,20 @@
 //! Writes seed corpora: `corpus/nar_read` (the fixture NARs, NARs of small trees made
 //! here, and hostile variants) and `corpus/agent_frame` (one encoded frame of every
-//! message, and a stream of several). Run from `fuzz/`: `cargo run --bin gen_seeds`.
+//! message, and a stream of several), `corpus/worker_reply` (nix-daemon answers). Run from
+//! `fuzz/`: `cargo run --bin gen_seeds`.
 
 use std::fs;
 use std::path::Path;
 
 use nsh_wire::agent_protocol::{
-    AgentMsg, BuildRequest, BuildResult, ClientMsg, PathInfo, PROTOCOL_VERSION,
+    AgentMsg, BuildRequest, BuildResult, ClientMsg, PROTOCOL_VERSION, PathInfo,
 };
 use nsh_wire::codec::encode_frame;
-use nsh_wire::framing::write_bytes;
+use nsh_wire::framing::{write_bytes, write_u64};
 use nsh_wire::nar;
+use nsh_wire::worker_protocol::{
+    STDERR_ERROR, STDERR_LAST, STDERR_NEXT, STDERR_START_ACTIVITY, WORKER_MAGIC_2,
+};
 
 fn put(dir: &Path, name: &str, data: &[u8]) {
     fs::write(dir.join(name), data).expect("write seed");
@@ -192,5 +196,44 @@ fn main() {
         all_client.extend_from_slice(&f);
     }
     put(&frame_dir, "client-stream", &all_client);
+
+    // What nix-daemon --stdio answers: a handshake reply (Nix 2.8 and 2.34 shapes), then
+    // log lines, an activity, a structured error.
+    let worker_dir = here.join("corpus/worker_reply");
+    fs::create_dir_all(&worker_dir).expect("mkdir");
+    let u = |out: &mut Vec<u8>, n: u64| write_u64(out, n).expect("write");
+    for (name, version, trusted) in [("hello-2.8", 0x122u64, false), ("hello-2.34", 0x127, true)] {
+        let mut s = Vec::new();
+        u(&mut s, WORKER_MAGIC_2);
+        u(&mut s, version);
+        write_bytes(&mut s, name.trim_start_matches("hello-").as_bytes()).expect("write");
+        if trusted {
+            u(&mut s, 1);
+        }
+        u(&mut s, STDERR_NEXT);
+        write_bytes(&mut s, b"warning: a line").expect("write");
+        u(&mut s, STDERR_LAST);
+        u(&mut s, STDERR_START_ACTIVITY);
+        for v in [1, 3, 100] {
+            u(&mut s, v);
+        }
+        write_bytes(&mut s, b"copying").expect("write");
+        u(&mut s, 2);
+        u(&mut s, 0);
+        u(&mut s, 7);
+        u(&mut s, 1);
+        write_bytes(&mut s, b"field").expect("write");
+        u(&mut s, 0);
+        u(&mut s, STDERR_ERROR);
+        write_bytes(&mut s, b"Error").expect("write");
+        u(&mut s, 0);
+        write_bytes(&mut s, b"").expect("write");
+        write_bytes(&mut s, b"hash mismatch").expect("write");
+        u(&mut s, 0);
+        u(&mut s, 1);
+        u(&mut s, 0);
+        write_bytes(&mut s, b"trace").expect("write");
+        put(&worker_dir, name, &s);
+    }
     println!("seeds written under {}", here.join("corpus").display());
 }
