@@ -52,6 +52,18 @@ nsh_build() {
   set -e
 }
 
+# build_input_locally NIXFILE NAME: builds the input derivation NAME of NIXFILE's top
+# derivation on submit without nsh (so a cluster build of the top has to send it); sets
+# INPUT to its output path.
+build_input_locally() {
+  local drv in_drv
+  drv=$(on_submit nix-instantiate "$1" 2>/dev/null | tail -n1)
+  in_drv=$(on_submit nix-store -q --references "$drv" | grep -- "-$2.drv\$") ||
+    fail "no input named $2 in $1"
+  INPUT=$(on_submit nix-store --realise "$in_drv" 2>/dev/null | tail -n1)
+  [ -n "$INPUT" ] || fail "cannot build $2 locally"
+}
+
 assert_rc() { [ "$BUILD_RC" = "$1" ] || { tail -n 40 "$LOGS/$2.log" >&2; fail "$2: nix-build exited $BUILD_RC, expected $1"; }; }
 assert_log() { grep -qE -- "$2" "$LOGS/$1.log" || { tail -n 40 "$LOGS/$1.log" >&2; fail "$1: output lacks /$2/"; }; }
 refute_log() { ! grep -qE -- "$2" "$LOGS/$1.log" || { grep -E -- "$2" "$LOGS/$1.log" >&2; fail "$1: output has /$2/"; }; }

@@ -11,9 +11,8 @@ in mk { name = "damaged-use"; requiredSystemFeatures = [ "nsh" ]; script = "cat 
 NIX
 } | put_file "$WORK/damaged.nix"
 
-drv=$(on_submit nix-instantiate "$WORK/damaged.nix" 2>/dev/null | tail -n1)
-in_drv=$(on_submit nix-store -q --references "$drv" | grep -- '-damaged-input.drv$')
-input=$(on_submit nix-store --realise "$in_drv" 2>/dev/null | tail -n1)
+build_input_locally "$WORK/damaged.nix" damaged-input
+input=$INPUT
 # Same length, other bytes: only the hash can tell.
 on_submit sh -c "chmod u+w '$input' && printf 'intact-c0ntent\n' > '$input' && chmod 0444 '$input'"
 

@@ -14,9 +14,7 @@ in mk { name = "progress-use"; requiredSystemFeatures = [ "nsh" ];
 NIX
 } | put_file "$WORK/progress.nix"
 # The input is built here (not through nsh), so that it has to be copied to the node.
-drv=$(on_submit nix-instantiate "$WORK/progress.nix" 2>/dev/null | tail -n1)
-in_drv=$(on_submit nix-store -q --references "$drv" | grep -- '-progress-input.drv$')
-on_submit nix-store --realise "$in_drv" >/dev/null 2>&1 || fail "cannot build the input locally"
+build_input_locally "$WORK/progress.nix" progress-input
 
 nsh_build progress "$WORK/progress.nix" --log-format internal-json
 assert_rc 0 progress

@@ -24,9 +24,7 @@ in mk { name = "user-job"; requiredSystemFeatures = [ "nsh" ];
         script = "read x < ${input}; echo \"$x, built on the node\" > $out"; }
 NIX
 } | put_file "$WORK/user.nix"
-drv=$(on_submit nix-instantiate "$WORK/user.nix" 2>/dev/null | tail -n1)
-in_drv=$(on_submit nix-store -q --references "$drv" | grep -- '-user-input.drv$')
-on_submit nix-store --realise "$in_drv" >/dev/null 2>&1 || fail "cannot build the input locally"
+build_input_locally "$WORK/user.nix" user-input
 
 conf() { printf 'slurm-jwt-token = %s\nslurm-state-dir = %s\n%s' \
   "$(on_submit cat "$NSH_TB_TOKEN_ALICE")" "$STATE" "$1"; }
