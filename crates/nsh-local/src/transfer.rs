@@ -74,30 +74,7 @@ pub async fn upload_missing(
         let real = store.real_path(&info.path)?;
         sources.push((info, real));
     }
-    // Progress in Nix's display, as its own copies report it: one activity for the lot
-    // (paths done, bytes expected) and one per path (its bytes).
-    let host = chan.host.clone();
-    let all = ui.activity(
-        LVL_TALKATIVE,
-        ACT_COPY_PATHS,
-        &format!("copying {} paths to '{host}'", stats.missing),
-        serde_json::json!([]),
-    );
-    if let Some(a) = &all {
-        a.set_expected(ACT_COPY_PATH, stats.raw_bytes);
-        a.progress(0, stats.missing as u64);
-    }
-    let mut current: Option<(Option<Activity>, u64, u64)> = None;
-    let (mut offset, mut paths_done) = (0u64, 0u64);
-    let end_path = |current: &mut Option<(Option<Activity>, u64, u64)>, done: &mut u64| {
-        if let Some((Some(a), _, size)) = current.take() {
-            a.progress(size, size);
-        }
-        *done += 1;
-        if let Some(a) = &all {
-            a.progress(*done, stats.missing as u64);
-        }
-    };
+    let mut progress = UploadProgress::start(ui, &chan.host, stats.missing as u64, stats.raw_bytes);
     // NAR serialisation and compression run on a blocking thread, so they overlap with
     // sending the previous chunks.
     let fed = Arc::new(AtomicU64::new(0));
@@ -108,33 +85,16 @@ pub async fn upload_missing(
     };
     while let Some(msg) = rx.recv().await {
         match &msg {
-            ClientMsg::ImportPath(info) => {
-                if current.is_some() {
-                    end_path(&mut current, &mut paths_done);
-                }
-                let act = ui.activity(
-                    LVL_TALKATIVE,
-                    ACT_COPY_PATH,
-                    &format!("copying path '{}' to '{host}'", info.path),
-                    serde_json::json!([info.path, "local", host]),
-                );
-                current = Some((act, offset, info.nar_size));
-                offset += info.nar_size;
-            }
+            ClientMsg::ImportPath(info) => progress.next_path(&info.path, info.nar_size),
             ClientMsg::ImportChunk(data) => {
                 stats.sent_bytes += data.len() as u64;
-                if let Some((Some(a), start, size)) = &current {
-                    let done = fed.load(Ordering::Relaxed).saturating_sub(*start);
-                    a.progress(done.min(*size), *size);
-                }
+                progress.fed(fed.load(Ordering::Relaxed));
             }
             _ => {}
         }
         chan.send(&msg).await?;
     }
-    if current.is_some() {
-        end_path(&mut current, &mut paths_done);
-    }
+    progress.end_path();
     producer
         .await
         .context("the thread that reads the inputs ended abnormally")??;
@@ -165,6 +125,75 @@ pub async fn upload_missing(
             "unexpected answer from the agent on {}: {other:?}",
             chan.host
         ),
+    }
+}
+
+/// An upload in Nix's progress display, reported as Nix reports its own copies: one
+/// copy-paths activity for the lot (paths done, bytes expected) and one copy-path activity
+/// per path (its bytes). Does nothing before `# accept` (no activities then).
+struct UploadProgress<'a> {
+    ui: &'a Ui,
+    host: String,
+    all: Option<Activity>,
+    paths: u64,
+    paths_done: u64,
+    /// The path being read: its activity, where its NAR starts in the stream, its size.
+    current: Option<(Activity, u64, u64)>,
+    /// Where the next path's NAR starts in the stream.
+    offset: u64,
+}
+
+impl<'a> UploadProgress<'a> {
+    fn start(ui: &'a Ui, host: &str, paths: u64, bytes: u64) -> Self {
+        let all = ui.activity(
+            LVL_TALKATIVE,
+            ACT_COPY_PATHS,
+            &format!("copying {paths} paths to '{host}'"),
+            serde_json::json!([]),
+        );
+        if let Some(a) = &all {
+            a.set_expected(ACT_COPY_PATH, bytes);
+            a.progress(0, paths);
+        }
+        UploadProgress {
+            ui,
+            host: host.to_owned(),
+            all,
+            paths,
+            paths_done: 0,
+            current: None,
+            offset: 0,
+        }
+    }
+
+    /// The stream moves on to `path` (the previous one was read whole).
+    fn next_path(&mut self, path: &str, size: u64) {
+        self.end_path();
+        let act = self.ui.activity(
+            LVL_TALKATIVE,
+            ACT_COPY_PATH,
+            &format!("copying path '{path}' to '{}'", self.host),
+            serde_json::json!([path, "local", self.host]),
+        );
+        self.current = act.map(|a| (a, self.offset, size));
+        self.offset += size;
+    }
+
+    /// `total` NAR bytes of the whole upload have been read.
+    fn fed(&self, total: u64) {
+        if let Some((a, start, size)) = &self.current {
+            a.progress(total.saturating_sub(*start).min(*size), *size);
+        }
+    }
+
+    fn end_path(&mut self) {
+        if let Some((a, _, size)) = self.current.take() {
+            a.progress(size, size);
+            self.paths_done += 1;
+            if let Some(all) = &self.all {
+                all.progress(self.paths_done, self.paths);
+            }
+        }
     }
 }
 

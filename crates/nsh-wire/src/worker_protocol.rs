@@ -228,17 +228,22 @@ pub fn read_stderr(r: &mut impl Read, version: u64) -> Result<Stderr, WorkerErro
     })
 }
 
-fn read_fields(r: &mut impl Read) -> Result<(), WorkerError> {
+/// A count of items that follow, refused above [`MAX_DAEMON_COUNT`].
+fn read_count(r: &mut impl Read, what: &'static str) -> Result<u64, WorkerError> {
     let n = read_u64(r)?;
     if n > MAX_DAEMON_COUNT {
         return Err(WireError::TooLong {
-            what: "fields",
+            what,
             len: n,
             max: MAX_DAEMON_COUNT,
         }
         .into());
     }
-    for _ in 0..n {
+    Ok(n)
+}
+
+fn read_fields(r: &mut impl Read) -> Result<(), WorkerError> {
+    for _ in 0..read_count(r, "fields")? {
         match read_u64(r)? {
             0 => {
                 read_u64(r)?;
@@ -268,16 +273,7 @@ fn read_error(r: &mut impl Read, version: u64) -> Result<String, WorkerError> {
     read_string(r, MAX_DAEMON_STRING)?; // name (unused by Nix)
     let mut msg = read_string(r, MAX_DAEMON_STRING)?;
     read_u64(r)?; // have position: always 0
-    let traces = read_u64(r)?;
-    if traces > MAX_DAEMON_COUNT {
-        return Err(WireError::TooLong {
-            what: "error traces",
-            len: traces,
-            max: MAX_DAEMON_COUNT,
-        }
-        .into());
-    }
-    for _ in 0..traces {
+    for _ in 0..read_count(r, "error traces")? {
         read_u64(r)?; // have position
         let hint = read_string(r, MAX_DAEMON_STRING)?;
         msg.push_str("\n  … ");
