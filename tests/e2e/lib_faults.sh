@@ -47,6 +47,13 @@ wait_bg() {
 }
 
 # Stops our background nix-build, if any (SIGINT, then SIGKILL), by its recorded PID.
+# The part every fault test's EXIT trap shares: the background build stopped, its job
+# (`$job`, once known) cancelled.
+stop_bg_and_job() {
+  stop_bg
+  [ -z "${job:-}" ] || on_submit scancel "$job" 2>/dev/null || true
+}
+
 stop_bg() {
   local pid
   [ -n "${BG:-}" ] || return 0

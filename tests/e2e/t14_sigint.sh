@@ -10,8 +10,7 @@
 
 BG="" job="" big=""
 cleanup() {
-  stop_bg
-  [ -z "$job" ] || on_submit scancel "$job" 2>/dev/null || true
+  stop_bg_and_job
   [ -z "$big" ] || on_submit nix-store --delete "$big" >/dev/null 2>&1 || true
   [ -z "$big" ] || for n in node1 node2; do on "$n" nix-store --delete "$big" >/dev/null 2>&1 || true; done
 }

@@ -8,8 +8,7 @@
 
 BG="" job="" dir=""
 cleanup() {
-  stop_bg
-  [ -z "$job" ] || on_submit scancel "$job" 2>/dev/null || true
+  stop_bg_and_job
   # A SIGKILLed agent cannot remove its job dir (socket, job.log): ours only.
   case $dir in */jobs/[0-9a-f]*) on_submit rm -rf "$dir" ;; esac
 }

@@ -8,8 +8,7 @@
 
 BG="" job=""
 cleanup() {
-  stop_bg
-  [ -z "$job" ] || on_submit scancel "$job" 2>/dev/null || true
+  stop_bg_and_job
   # Our private masters: ask each to exit (they would after their idle minute anyway).
   on_submit sh -c 'for s in "$1"/ssh/.ssh-connection*/master; do [ -S "$s" ] && ssh -S "$s" -O exit x 2>/dev/null; done; true' sh "$WORK/rt" || true
 }

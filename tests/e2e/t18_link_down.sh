@@ -32,8 +32,7 @@ node_back() {
 }
 cleanup() {
   restore
-  stop_bg
-  [ -z "$job" ] || on_submit scancel "$job" 2>/dev/null || true
+  stop_bg_and_job
   [ -z "$node" ] || node_back
 }
 trap cleanup EXIT

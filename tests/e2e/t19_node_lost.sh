@@ -16,8 +16,7 @@ revive() {
 }
 cleanup() {
   revive || true
-  stop_bg
-  [ -z "$job" ] || on_submit scancel "$job" 2>/dev/null || true
+  stop_bg_and_job
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
