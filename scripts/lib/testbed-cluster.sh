@@ -330,6 +330,34 @@ tb_nix_on_nodes() {
   tb_log "system Nix on nodes: $mode"
 }
 
+# Restarts the submit host's nix-daemon with (on) or without (off) nsh as its build hook in
+# nix.conf, as a site deploys it: then every client of the daemon, trusted or not, builds
+# through nsh. "on" points the daemon at NIX_CONF_DIR=/etc/nsh-testbed/daemon-hook, holding
+# the usual nix.conf plus `build-hook` and a link to the usual nsh.conf (the hook runs as the
+# daemon's child and reads $NIX_CONF_DIR/nsh.conf).
+tb_daemon_hook() {
+  local mode=$1 dir=/etc/nsh-testbed/daemon-hook
+  tb_is_up || tb_die "testbed $TB_GEN is not up"
+  case $mode in
+    on)
+      mkdir -p "$TB_ROOT$dir"
+      { cat "$TB_ROOT/etc/nix/nix.conf"; echo "build-hook = /opt/nsh/bin/nsh"; } >"$TB_ROOT$dir/nix.conf"
+      ln -sfn /etc/nix/nsh.conf "$TB_ROOT$dir/nsh.conf"
+      tb_stop_daemon nix-daemon-submit
+      tb_enter_argv submit
+      tb_start_daemon nix-daemon-submit "${TB_ENTER[@]}" /usr/bin/env NIX_CONF_DIR=$dir /usr/bin/nix-daemon
+      ;;
+    off)
+      tb_stop_daemon nix-daemon-submit
+      tb_enter_argv submit
+      tb_start_daemon nix-daemon-submit "${TB_ENTER[@]}" /usr/bin/nix-daemon
+      ;;
+    *) tb_die "usage: testbed daemon-hook on|off" ;;
+  esac
+  tb_wait_for 20 "nix-daemon on submit" tb_enter submit nix store ping --store daemon
+  tb_log "nsh as the submit daemon's build hook: $mode"
+}
+
 tb_status() {
   local f name pid start
   if ! tb_is_up; then

@@ -18,7 +18,7 @@ use crate::job_script::{self, JobFiles};
 use crate::local_store::LocalStore;
 use crate::nix_log::{self, Ui};
 use crate::routing::{Route, route};
-use crate::scheduler::{JobSpec, Scheduler};
+use crate::scheduler::{JobSpec, Scheduler, job_params};
 
 /// Records the bytes a parser consumed, so they can be replayed to Nix's own hook.
 struct RecordingReader<R> {
@@ -177,25 +177,37 @@ fn prepare(
     let real = store.real_path(drv_path)?;
     let text = std::fs::read(&real).with_context(|| format!("cannot read {}", real.display()))?;
     let drv = Derivation::parse(&text).with_context(|| format!("cannot parse {drv_path}"))?;
+    let extra = job_params_of(config, &drv).with_context(|| drv_path.to_string())?;
+    Ok(Prepared { store, drv, extra })
+}
+
+/// The derivation's own scheduler parameters, checked against the allowed set (nothing is
+/// submitted if they fail), then the admin's `slurm-extra-submission-params` over them.
+fn job_params_of(
+    config: &Config,
+    drv: &Derivation,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut extra = serde_json::Map::new();
     if config.job_scheduler == JobScheduler::Slurm {
-        match drv
-            .attr_json("extraSlurmParams")
-            .with_context(|| format!("{drv_path}: bad attribute 'extraSlurmParams'"))?
+        const ATTR: &str = "extraSlurmParams";
+        if let Some(value) = drv
+            .attr_json(ATTR)
+            .with_context(|| format!("bad attribute '{ATTR}'"))?
         {
-            None => {}
-            Some(serde_json::Value::Object(m)) => extra = m,
-            Some(other) => anyhow::bail!(
-                "{drv_path}: 'extraSlurmParams' must be a JSON object (builtins.toJSON {{ … }}), \
-                 not {other}"
-            ),
+            let allowed = job_params::allowed_set(config, job_params::SLURM_REST_ALLOWED);
+            extra = job_params::check_derivation_params(
+                ATTR,
+                value,
+                &allowed,
+                job_params::SLURM_REST_RESERVED,
+            )?;
         }
         // The global setting wins over the derivation's own parameters.
         for (k, v) in &config.slurm_extra_submission_params {
             extra.insert(k.clone(), v.clone());
         }
     }
-    Ok(Prepared { store, drv, extra })
+    Ok(extra)
 }
 
 fn accept_for_cluster<R: Read>(

@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::scheduler::job_params;
+
 /// Include nesting limit; stops include cycles long before the stack is at risk.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
 
@@ -105,6 +107,11 @@ pub struct Config {
     pub slurm_api_version: Option<String>,
     pub slurm_jwt_token: Option<Secret>,
     pub slurm_extra_submission_params: serde_json::Map<String, serde_json::Value>,
+    /// `allowed-job-params`: the keys a derivation's scheduler attribute may set; `None` =
+    /// the backend's default (see `scheduler::job_params`).
+    pub allowed_job_params: Option<Vec<String>>,
+    /// `extra-allowed-job-params`: added to the above (or to the default).
+    pub extra_allowed_job_params: Vec<String>,
     pub slurm_conf: Option<PathBuf>,
     pub pbs_host: Option<String>,
     pub pbs_port: u16,
@@ -137,6 +144,8 @@ impl Default for Config {
             slurm_api_version: None,
             slurm_jwt_token: None,
             slurm_extra_submission_params: serde_json::Map::new(),
+            allowed_job_params: None,
+            extra_allowed_job_params: Vec::new(),
             slurm_conf: None,
             pbs_host: None,
             pbs_port: 15001,
@@ -175,7 +184,7 @@ pub enum ConfigError {
         hint: String,
     },
     #[error(
-        "nsh.conf: {at}: '{key}' cannot take the 'extra-' prefix; only list settings can (system-features, mandatory-system-features)"
+        "nsh.conf: {at}: '{key}' cannot take the 'extra-' prefix; only list settings can (system-features, mandatory-system-features, allowed-job-params)"
     )]
     NotAppendable { at: String, key: String },
     /// `value` is already quoted and cut to a short excerpt, or `<redacted>` for the token.
@@ -733,11 +742,50 @@ impl Loader {
                 self.token_files.extend(loc.file.clone());
             }
             "slurm-extra-submission-params" => {
-                c.slurm_extra_submission_params = parse_json_object(value).map_err(|why| {
+                let params = parse_json_object(value).map_err(|why| {
                     bad(&format!(
                         "a JSON object such as {{\"partition\": \"debug\"}} ({why})"
                     ))
                 })?;
+                if let Some(key) = job_params::reserved_in(params.keys().map(String::as_str)) {
+                    return Err(bad(&format!(
+                        "a JSON object without `{key}`: nsh sets that job field itself, and \
+                         its own value always wins"
+                    )));
+                }
+                c.slurm_extra_submission_params = params;
+            }
+            "allowed-job-params" => {
+                let words: Vec<String> = value
+                    .split(' ')
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(w) = words.iter().find(|w| {
+                    !w.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+                }) {
+                    return Err(bad(&format!(
+                        "job parameter names (letters, digits, '_', '.', '-'); {} is not one",
+                        excerpt(w)
+                    )));
+                }
+                if let Some(key) = job_params::reserved_in(words.iter().map(String::as_str)) {
+                    return Err(bad(&format!(
+                        "job parameter names for resources and placement; `{key}` is a job \
+                         field nsh sets itself and no derivation may set"
+                    )));
+                }
+                if append {
+                    for w in words {
+                        if !c.extra_allowed_job_params.contains(&w) {
+                            c.extra_allowed_job_params.push(w);
+                        }
+                    }
+                } else {
+                    c.allowed_job_params = Some(words);
+                    c.extra_allowed_job_params.clear();
+                }
             }
             "slurm-conf" => {
                 c.slurm_conf = optional_abs_dir(value)
@@ -781,13 +829,18 @@ pub const SETTINGS: &[&str] = &[
     "slurm-api-version",
     "slurm-jwt-token",
     "slurm-extra-submission-params",
+    "allowed-job-params",
     "slurm-conf",
     "pbs-host",
     "pbs-port",
 ];
 
 /// The settings that take `extra-`.
-const LIST_SETTINGS: &[&str] = &["system-features", "mandatory-system-features"];
+const LIST_SETTINGS: &[&str] = &[
+    "system-features",
+    "mandatory-system-features",
+    "allowed-job-params",
+];
 
 const PORT_EXPECTED: &str = "a TCP port number from 1 to 65535";
 const STORE_DIR_EXPECTED: &str =

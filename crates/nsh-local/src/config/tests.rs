@@ -206,7 +206,7 @@ fn extra_prefix_appends_to_lists() {
 fn extra_prefix_on_scalar_is_an_error() {
     assert_eq!(
         err("extra-store-dir = /x"),
-        "nsh.conf: /etc/nix/nsh.conf:1: 'extra-store-dir' cannot take the 'extra-' prefix; only list settings can (system-features, mandatory-system-features)"
+        "nsh.conf: /etc/nix/nsh.conf:1: 'extra-store-dir' cannot take the 'extra-' prefix; only list settings can (system-features, mandatory-system-features, allowed-job-params)"
     );
 }
 
@@ -833,4 +833,44 @@ fn suggestion_distance() {
     assert_eq!(edit_distance("kitten", "sitting"), 3);
     assert_eq!(suggest("sytem").as_deref(), Some("system"));
     assert_eq!(suggest("zzzzzzzzzz"), None);
+}
+
+#[test]
+fn allowed_job_params_set_append_and_reset() {
+    let c = ok("extra-allowed-job-params = mail_type");
+    assert_eq!(c.allowed_job_params, None);
+    assert_eq!(c.extra_allowed_job_params, vec!["mail_type"]);
+    let c = ok("allowed-job-params = cpus_per_task partition\nextra-allowed-job-params = qos");
+    assert_eq!(
+        c.allowed_job_params,
+        Some(vec!["cpus_per_task".to_string(), "partition".to_string()])
+    );
+    assert_eq!(c.extra_allowed_job_params, vec!["qos"]);
+    let c = ok("extra-allowed-job-params = qos\nallowed-job-params =");
+    assert_eq!(c.allowed_job_params, Some(vec![]));
+    assert!(c.extra_allowed_job_params.is_empty());
+}
+
+#[test]
+fn allowed_job_params_refuses_fields_nsh_owns() {
+    let e = err("extra-allowed-job-params = qos script");
+    assert!(e.contains("`script` is a job field nsh sets itself"), "{e}");
+    let e = err("allowed-job-params = a;b");
+    assert!(e.contains("'a;b' is not one"), "{e}");
+}
+
+#[test]
+fn extra_submission_params_cannot_name_fields_nsh_owns() {
+    for key in [
+        "script",
+        "environment",
+        "standard_output",
+        "current_working_directory",
+        "user_id",
+    ] {
+        let e = err(&format!("slurm-extra-submission-params = {{\"{key}\": 1}}"));
+        assert!(e.contains(&format!("without `{key}`")), "{e}");
+    }
+    let c = ok("slurm-extra-submission-params = {\"partition\": \"debug\"}");
+    assert_eq!(c.slurm_extra_submission_params["partition"], "debug");
 }

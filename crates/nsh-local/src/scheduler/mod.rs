@@ -1,6 +1,7 @@
 //! Batch schedulers behind one interface. Each backend owns its wire details (Slurm JSON,
 //! PBS output); the rest of nsh sees only [`JobSpec`], [`JobId`] and [`JobStatus`].
 
+pub mod job_params;
 pub mod slurm_rest;
 
 use anyhow::Context;

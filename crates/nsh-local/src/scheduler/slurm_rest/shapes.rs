@@ -197,7 +197,7 @@ pub(super) fn choose_version(
     }
 }
 
-/// The `/job/submit` body for `version`, with `job.extra` merged last into `job`.
+/// The `/job/submit` body for `version`: `job.extra` with nsh's own fields over it.
 pub(super) fn submit_body(version: ApiVersion, spec: &JobSpec) -> Result<Value, String> {
     for (name, _) in &spec.environment {
         if name.is_empty() || name.contains(['=', '\0']) {
@@ -206,7 +206,9 @@ pub(super) fn submit_body(version: ApiVersion, spec: &JobSpec) -> Result<Value, 
             ));
         }
     }
-    let mut job = Map::new();
+    // The extra parameters first: nsh's own fields below always win over them (the
+    // derivation's are checked in `scheduler::job_params`; the admin's may not name these).
+    let mut job: Map<String, Value> = spec.extra.clone();
     job.insert("name".into(), spec.name.clone().into());
     job.insert(
         "current_working_directory".into(),
@@ -238,9 +240,6 @@ pub(super) fn submit_body(version: ApiVersion, spec: &JobSpec) -> Result<Value, 
             .map(|(k, v)| (k.clone(), Value::from(v.clone())));
         job.insert("environment".into(), Value::Object(env.collect()));
         body.insert("script".into(), spec.script.clone().into());
-    }
-    for (key, value) in &spec.extra {
-        job.insert(key.clone(), value.clone());
     }
     body.insert("job".into(), Value::Object(job));
     Ok(Value::Object(body))

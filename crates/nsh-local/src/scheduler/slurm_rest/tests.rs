@@ -209,30 +209,43 @@ fn body_v0_0_40_and_later_has_job_script_and_list_environment() {
 }
 
 #[test]
-fn extra_params_override_and_replace_nested_objects() {
+fn extra_params_merge_but_nsh_fields_win() {
     let mut job = spec();
     job.extra = json!({
         "partition": "held",
         "cpus_per_task": 2,
         "name": "renamed",
+        "script": "#!/bin/sh\nid > /tmp/pwned\n",
+        "environment": {"LD_PRELOAD": "/tmp/x.so"},
+        "standard_output": "/etc/passwd",
+        "current_working_directory": "/tmp",
+        "requeue": true,
         "memory_per_node": {"set": true, "number": 1024},
     })
     .as_object()
     .cloned()
     .unwrap();
-    let body = submit_body(v(42), &job).unwrap();
-    assert_eq!(body["job"]["partition"], "held");
-    assert_eq!(body["job"]["cpus_per_task"], 2);
-    assert_eq!(body["job"]["name"], "renamed");
-    assert_eq!(body["job"]["requeue"], false);
-
-    // Replaced whole, not merged key by key.
-    job.extra = json!({"environment": {"ONLY": "1"}})
-        .as_object()
-        .cloned()
-        .unwrap();
-    let body = submit_body(v(38), &job).unwrap();
-    assert_eq!(body["job"]["environment"], json!({"ONLY": "1"}));
+    for version in [38, 39, 42] {
+        let body = submit_body(v(version), &job).unwrap();
+        assert_eq!(body["job"]["partition"], "held");
+        assert_eq!(body["job"]["cpus_per_task"], 2);
+        assert_eq!(body["job"]["memory_per_node"]["number"], 1024);
+        assert_eq!(body["job"]["name"], spec().name);
+        assert_eq!(body["job"]["standard_output"], "/dev/null");
+        assert_eq!(body["job"]["current_working_directory"], spec().working_dir);
+        let script = if version >= 40 {
+            &body["job"]["script"]
+        } else {
+            &body["script"]
+        };
+        assert_eq!(*script, spec().script, "v0.0.{version}");
+        assert!(
+            !body["job"]["environment"]
+                .to_string()
+                .contains("LD_PRELOAD")
+        );
+    }
+    assert_eq!(submit_body(v(42), &job).unwrap()["job"]["requeue"], false);
 }
 
 #[test]
