@@ -271,6 +271,13 @@ impl Build<'_> {
             match status.state {
                 JobState::Running => {
                     if let Some(host) = status.host.filter(|h| !h.is_empty()) {
+                        crate::scheduler::check_host_name(&host).map_err(|why| {
+                            anyhow::anyhow!(
+                                "job {} runs on a host the scheduler named {why}; nothing was \
+                                 sent to it (check the node names in the scheduler)",
+                                self.job
+                            )
+                        })?;
                         return Ok(host);
                     }
                 }

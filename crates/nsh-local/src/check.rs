@@ -132,6 +132,8 @@ async fn follow_job<S: Scheduler>(
             // A finished job is fine if it ran: the agent was there already.
             JobState::Running | JobState::Finished => {
                 if let Some(h) = st.host.filter(|h| !h.is_empty()) {
+                    crate::scheduler::check_host_name(&h)
+                        .map_err(|why| anyhow::anyhow!("test job {job} names its host {why}"))?;
                     break h;
                 }
             }

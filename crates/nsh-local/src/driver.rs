@@ -116,6 +116,9 @@ pub fn run(verbosity: &str) -> i32 {
                     Ok(line) if line == "# accept" => {
                         let machine = f.machine_line().unwrap_or_default();
                         reply(&Reply::Accept { machine });
+                        // From here Nix shows only `@nix` messages: without this, an error
+                        // of the fallback below would be dropped.
+                        ui.set_accepted();
                         let rest = read_rest(&mut input);
                         return match fallback.take().map(|f| f.finish(&rest)) {
                             Some(Ok(code)) => code,

@@ -47,7 +47,8 @@ fn init_tracing() {
     if let Ok(filter) = std::env::var("NSH_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_writer(nix_log::PlainStderr::default)
             .try_init();
     }
 }

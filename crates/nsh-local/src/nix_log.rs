@@ -65,7 +65,7 @@ impl Ui {
             let line = serde_json::json!({"action": "msg", "level": level, "msg": text});
             emit(&format!("@nix {line}\n"));
         } else {
-            emit(&format!("{text}\n"));
+            emit(&plain_line(text));
         }
     }
 
@@ -156,9 +156,76 @@ impl Drop for Activity {
     }
 }
 
+/// `text` as plain stderr lines that Nix cannot mistake for anything but text. Before our
+/// reply Nix reads a line starting with `# ` as the hook's reply and one starting with
+/// `@nix ` as a structured log message; messages quote the scheduler, the cluster and config
+/// files, so such lines are indented and control characters other than tab shown as `?`.
+pub fn plain_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 1);
+    for line in text.split('\n') {
+        if line.starts_with('#') || line.starts_with("@nix") {
+            out.push_str("  ");
+        }
+        out.extend(
+            line.chars()
+                .map(|c| if c.is_control() && c != '\t' { '?' } else { c }),
+        );
+        out.push('\n');
+    }
+    out
+}
+
+/// A writer for `NSH_LOG`'s tracing output: one event is collected, then written as
+/// [`plain_line`]s, so debug output quoting the cluster cannot pose as a reply either.
+#[derive(Default)]
+pub struct PlainStderr(Vec<u8>);
+
+impl Write for PlainStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PlainStderr {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let text = String::from_utf8_lossy(&self.0);
+            emit(&plain_line(text.strip_suffix('\n').unwrap_or(&text)));
+        }
+    }
+}
+
 /// Writes a whole line to stderr in one call, so concurrent writers never interleave.
 pub fn emit(line: &str) {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(line.as_bytes());
     let _ = err.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_line;
+
+    #[test]
+    fn plain_lines_cannot_pose_as_replies_or_log_messages() {
+        let text =
+            "error: slurmrestd said:\n# accept\n#decline\n@nix {\"action\":\"msg\"}\nok\r# x";
+        let out = plain_line(text);
+        for line in out.lines() {
+            assert!(
+                !line.starts_with('#') && !line.starts_with("@nix"),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            out,
+            "error: slurmrestd said:\n  # accept\n  #decline\n  @nix {\"action\":\"msg\"}\nok?# x\n"
+        );
+        assert_eq!(plain_line("nsh: fine"), "nsh: fine\n");
+    }
 }

@@ -29,6 +29,8 @@ impl SshPool {
 
     /// A session to `host` through its shared master, starting the master if needed.
     pub async fn session(&self, host: &str) -> Result<Session> {
+        // Host names come from the scheduler: nothing option-like or shell-special reaches ssh.
+        crate::scheduler::check_host_name(host).map_err(|why| anyhow::anyhow!("host {why}"))?;
         let key = sanitize(host);
         let lock_path = self.dir.join(format!("{key}.lock"));
         // The lock serialises master start-up per host across hook processes.

@@ -73,6 +73,34 @@ pub trait Scheduler: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// Checks a host name the scheduler gave before it reaches `ssh` or a message: letters,
+/// digits, `-`, `_` and `.`, starting with a letter or digit, at most 253 bytes. Anything
+/// else (`-oProxyCommand=…`, spaces, shell or control characters) comes from a confused or
+/// hostile scheduler and is refused; the error shows the name escaped.
+pub fn check_host_name(host: &str) -> Result<(), String> {
+    let shown = || {
+        host.chars()
+            .take(80)
+            .flat_map(char::escape_debug)
+            .collect::<String>()
+    };
+    let first_ok = host
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric());
+    let chars_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if host.len() > 253 || !first_ok || !chars_ok || host.contains("..") {
+        return Err(format!(
+            "'{}' is not a plausible host name (letters, digits, '-', '_' and '.', starting \
+             with a letter or digit)",
+            shown()
+        ));
+    }
+    Ok(())
+}
+
 /// The Slurm REST backend as configured in `nsh.conf`.
 pub async fn slurm_rest_from_config(
     config: &crate::config::Config,
@@ -90,4 +118,34 @@ pub async fn slurm_rest_from_config(
         cache.as_deref(),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_host_name;
+
+    #[test]
+    fn host_names() {
+        for ok in ["node1", "n-01.cluster.example", "c1_gpu", "10.0.0.7", "a"] {
+            assert!(check_host_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=id",
+            ".node",
+            "node 1",
+            "node;id",
+            "$(id)",
+            "node\n# accept",
+            "a..b",
+            "node1/x",
+            "n`id`",
+            "user@node",
+            "node:22",
+        ] {
+            let err = check_host_name(bad).unwrap_err();
+            assert!(!err.contains('\n'), "{err}");
+        }
+        assert!(check_host_name(&"a".repeat(254)).is_err());
+    }
 }
