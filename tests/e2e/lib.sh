@@ -64,6 +64,17 @@ build_input_locally() {
   [ -n "$INPUT" ] || fail "cannot build $2 locally"
 }
 
+# The build-hook protocol by hand (what Nix writes to a hook's stdin), for offers Nix itself
+# may never make: wire_u64 N, wire_str S (u64 LE length, bytes, zero padding to 8).
+wire_u64() { local n=$1 i; for i in 0 1 2 3 4 5 6 7; do printf "\\x$(printf %02x $(( (n >> (8 * i)) & 255 )))"; done; }
+wire_str() { wire_u64 ${#1}; printf %s "$1"; local pad=$(( (8 - ${#1} % 8) % 8 )); [ $pad = 0 ] || head -c $pad /dev/zero; }
+# hook_offer DRV [FEATURE...]: no settings, one `try` of DRV for x86_64-linux, then EOF.
+hook_offer() {
+  local drv=$1 f; shift
+  wire_u64 0; wire_str try; wire_u64 1; wire_str x86_64-linux; wire_str "$drv"
+  wire_u64 $#; for f in "$@"; do wire_str "$f"; done
+}
+
 assert_rc() { [ "$BUILD_RC" = "$1" ] || { tail -n 40 "$LOGS/$2.log" >&2; fail "$2: nix-build exited $BUILD_RC, expected $1"; }; }
 assert_log() { grep -qE -- "$2" "$LOGS/$1.log" || { tail -n 40 "$LOGS/$1.log" >&2; fail "$1: output lacks /$2/"; }; }
 refute_log() { ! grep -qE -- "$2" "$LOGS/$1.log" || { grep -E -- "$2" "$LOGS/$1.log" >&2; fail "$1: output has /$2/"; }; }
