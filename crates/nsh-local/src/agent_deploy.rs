@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use openssh::{Session, Stdio};
 use tokio::io::AsyncWriteExt;
 
+use crate::job_script::{self, JobFiles};
+
 /// The agent binary nsh uploads, with its content id.
 #[derive(Clone)]
 pub struct AgentBinary {
@@ -41,24 +43,60 @@ impl AgentBinary {
 }
 
 /// Makes sure `<agents_dir>/<file_name>` exists on the cluster; uploads it (temp file +
-/// rename, so concurrent hooks and a waiting job never see half a binary) if not.
+/// rename, so concurrent hooks and a waiting job never see half a binary) if not. First,
+/// in the same SSH command, the state dir is created if missing and checked
+/// ([`job_script::STATE_DIR_CHECK_SH`]): if others could write there, nothing is uploaded.
 /// Returns the number of bytes uploaded (0 if it was there).
 pub async fn ensure_agent(
     session: &Session,
     host: &str,
-    agents_dir: &str,
+    files: &JobFiles,
     agent: &AgentBinary,
 ) -> Result<u64> {
+    let agents_dir = &files.agents_dir;
     let target = format!("{agents_dir}/{}", agent.file_name);
-    let present = session
-        .command("test")
-        .arg("-x")
-        .arg(&target)
-        .status()
+    let probe = format!(
+        "umask 077; s=$1; a=$1/agents/$2\n\
+         mkdir -p \"$s/agents\" \"$s/jobs\" || exit 93\n\
+         {}test -x \"$a\"",
+        job_script::STATE_DIR_CHECK_SH
+    );
+    let out = session
+        .command("sh")
+        .arg("-c")
+        .arg(&probe)
+        .arg("nsh-state")
+        .arg(&files.state)
+        .arg(&agent.file_name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
         .await
         .with_context(|| format!("cannot run a command on {host} over SSH"))?;
-    if present.success() {
-        return Ok(0);
+    let said = || {
+        let text = String::from_utf8_lossy(&out.stderr);
+        text.trim().trim_start_matches("nsh: ").to_owned()
+    };
+    match out.status.code() {
+        Some(0) => return Ok(0),
+        Some(1) => {}
+        Some(job_script::EXIT_UNSAFE_STATE_DIR) => bail!(
+            "the state dir on {host} is not safe to run an agent from: {}; nothing was \
+             uploaded",
+            said()
+        ),
+        Some(93) => bail!(
+            "cannot create slurm-state-dir {} on {host}: {} — check that its parent exists \
+             and is writable by you on the cluster",
+            files.state,
+            said()
+        ),
+        _ => bail!(
+            "checking slurm-state-dir {} on {host} failed ({}): {}",
+            files.state,
+            out.status,
+            said()
+        ),
     }
     let bytes = tokio::fs::read(&agent.path)
         .await

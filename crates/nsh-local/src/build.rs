@@ -173,8 +173,7 @@ impl Build<'_> {
         let session = Arc::new(pool.session(host).await?);
         if first {
             let uploaded =
-                agent_deploy::ensure_agent(&session, host, &self.files.agents_dir, &self.agent)
-                    .await?;
+                agent_deploy::ensure_agent(&session, host, &self.files, &self.agent).await?;
             if uploaded > 0 {
                 self.ui.info(&format!(
                     "nsh: uploaded the agent ({uploaded} bytes) to {}",

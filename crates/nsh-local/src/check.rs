@@ -157,7 +157,7 @@ async fn follow_job<S: Scheduler>(
     let pool = SshPool::new(&crate::runtime_dir::runtime_dir()?)?;
     let session = Arc::new(pool.session(&host).await?);
     ok(&format!("ssh {host}"));
-    let sent = agent_deploy::ensure_agent(&session, &host, &files.agents_dir, agent).await?;
+    let sent = agent_deploy::ensure_agent(&session, &host, files, agent).await?;
     ok(&format!(
         "agent {} ({})",
         files.agent,
