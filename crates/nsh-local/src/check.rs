@@ -39,6 +39,27 @@ pub fn run() -> Result<()> {
     }
     let agent = AgentBinary::locate()?;
     ok(&format!("agent binary {}", agent.path.display()));
+    let allowed = crate::scheduler::job_params::allowed_set(
+        &config,
+        crate::scheduler::job_params::SLURM_REST_ALLOWED,
+    );
+    ok(&format!(
+        "derivations may ask for {} job parameters in extraSlurmParams ({}; \
+         allowed-job-params {})",
+        allowed.len(),
+        allowed
+            .iter()
+            .take(4)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+            + ", …",
+        if config.allowed_job_params.is_some() || !config.extra_allowed_job_params.is_empty() {
+            "set in nsh.conf"
+        } else {
+            "at its default"
+        }
+    ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
