@@ -44,6 +44,13 @@ fn reply(r: &Reply) {
     nix_log::emit(&r.to_line());
 }
 
+/// `# accept` and accept mode together: from here Nix shows only `@nix` messages, so a
+/// message printed after an accept without the mode would be dropped.
+fn accept(ui: &Ui, machine: String) {
+    reply(&Reply::Accept { machine });
+    ui.set_accepted();
+}
+
 /// Runs the hook; returns the process exit status.
 pub fn run(verbosity: &str) -> i32 {
     let ui = Ui::from_hook_fds();
@@ -115,10 +122,7 @@ pub fn run(verbosity: &str) -> i32 {
                 match f.offer(&raw_offer) {
                     Ok(line) if line == "# accept" => {
                         let machine = f.machine_line().unwrap_or_default();
-                        reply(&Reply::Accept { machine });
-                        // From here Nix shows only `@nix` messages: without this, an error
-                        // of the fallback below would be dropped.
-                        ui.set_accepted();
+                        accept(&ui, machine);
                         let rest = read_rest(&mut input);
                         return match fallback.take().map(|f| f.finish(&rest)) {
                             Some(Ok(code)) => code,
@@ -269,10 +273,7 @@ fn accept_and_build<R: Read>(
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
-            reply(&Reply::Accept {
-                machine: "nsh (not submitted)".into(),
-            });
-            ui.set_accepted();
+            accept(ui, "nsh (not submitted)".into());
             let _ = hook::read_inputs_and_outputs(input);
             ui.error(&format!("nsh: {e:#}"));
             return 100;
@@ -364,10 +365,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
             None
         }
     };
-    reply(&Reply::Accept {
-        machine: format!("slurm job {job}"),
-    });
-    ui.set_accepted();
+    accept(ui, format!("slurm job {job}"));
     ui.info(&format!(
         "nsh: submitted {} as job {job} to {}",
         offer.drv_path,
