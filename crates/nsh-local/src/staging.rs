@@ -4,9 +4,9 @@
 //! The temporary tree is `<store>/tmp-nsh-<pid>-<random>/<output name>`: the layout of
 //! Nix's own `createTempDirInStore` (`tmp-<pid>-<n>`, locked with `flock`). Nix's GC
 //! deletes every entry of the store directory that is not a store path, except a `tmp-*`
-//! directory someone holds an exclusive `flock` on (Nix ≥ 2.18, `gc.cc`
+//! directory someone holds an exclusive `flock` on (Nix ≥ 2.12, `gc.cc`
 //! `deleteFromStore`); so the directory is locked while it exists, and a concurrent GC
-//! leaves it alone. Nix 2.8's GC does not look at the lock: there, a GC running during
+//! leaves it alone. Nix 2.8 – 2.11 GC does not look at the lock: there, a GC running during
 //! the download may delete the tree, which then fails the build and registers nothing.
 //!
 //! A name beginning `tmp-` can never be a store path (those begin with 32 nix32 digits and
