@@ -238,6 +238,23 @@ fn accept_for_cluster<R: Read>(
         reply(&Reply::Decline);
         return None;
     }
+    // Fixed outputs nsh cannot check (text or git hashing, both experimental in Nix):
+    // declined, so Nix builds them itself.
+    if let Ok(p) = &prepared
+        && let Some((name, e)) = p
+            .drv
+            .outputs
+            .keys()
+            .find_map(|n| p.drv.fixed_output(n).err().map(|e| (n, e)))
+    {
+        ui.warn(&format!(
+            "nsh: not sending {} to the cluster: its fixed output '{name}' cannot be \
+             checked by nsh: {e}",
+            offer.drv_path
+        ));
+        reply(&Reply::Decline);
+        return None;
+    }
     Some(accept_and_build(
         ui,
         config,

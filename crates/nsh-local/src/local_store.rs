@@ -21,6 +21,8 @@ pub struct LocalStore {
     pub store_dir: String,
     /// Where store paths physically are (differs for chroot stores).
     pub real_store_dir: PathBuf,
+    /// Nix's state directory (its database is `db/db.sqlite` there).
+    pub state_dir: PathBuf,
 }
 
 /// Metadata for registering one path.
@@ -39,6 +41,7 @@ impl LocalStore {
     pub fn from_setting(store: &str) -> Result<LocalStore> {
         let store_dir = std::env::var("NIX_STORE_DIR").unwrap_or_else(|_| "/nix/store".into());
         let store = store.trim();
+        let mut params = None;
         let (url, root) = if store.is_empty()
             || store == "auto"
             || store == "daemon"
@@ -49,6 +52,7 @@ impl LocalStore {
             // database directly; the daemon protocol cannot register paths.
             ("local".to_string(), None)
         } else if let Some(rest) = store.strip_prefix("local?") {
+            params = Some(rest);
             let root = rest
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("root="))
@@ -62,14 +66,16 @@ impl LocalStore {
                  stores (auto, daemon, local, local?root=…, or a path)"
             );
         };
-        let real_store_dir = match root {
+        let real_store_dir = match &root {
             Some(r) => r.join(store_dir.trim_start_matches('/')),
             None => PathBuf::from(&store_dir),
         };
+        let state_dir = crate::ca_db::state_dir(params, root.as_deref());
         Ok(LocalStore {
             url,
             store_dir,
             real_store_dir,
+            state_dir,
         })
     }
 
@@ -307,6 +313,7 @@ mod tests {
         assert_eq!(s.real_store_dir, PathBuf::from("/nix/store"));
         let s = LocalStore::from_setting("/srv/x").unwrap();
         assert_eq!(s.real_store_dir, PathBuf::from("/srv/x/nix/store"));
+        assert_eq!(s.state_dir, PathBuf::from("/srv/x/nix/var/nix"));
         let s = LocalStore::from_setting("local?root=/r&x=y").unwrap();
         assert_eq!(s.real_store_dir, PathBuf::from("/r/nix/store"));
         assert!(LocalStore::from_setting("s3://bucket").is_err());

@@ -3,6 +3,7 @@
 mod agent_channel;
 mod agent_deploy;
 mod build;
+mod ca_db;
 mod check;
 mod config;
 mod driver;
@@ -10,11 +11,13 @@ mod fallback;
 mod job_script;
 mod local_store;
 mod nix_log;
+mod output_fetch;
 mod reaper;
 mod routing;
 mod runtime_dir;
 mod scheduler;
 mod ssh;
+mod staging;
 mod transfer;
 
 use std::process::ExitCode;

@@ -1,10 +1,9 @@
-//! Moving store paths: the inputs the remote store lacks go up as their NARs, back to back
+//! Moving store paths up: the inputs the remote store lacks go as their NARs, back to back
 //! in one zstd stream, each announced with its metadata from the local database (the agent
-//! hands them to the remote Nix daemon, which checks every hash); each output comes back as
-//! a zstd-compressed NAR, unpacked and verified here before anything is registered.
+//! hands them to the remote Nix daemon, which checks every hash). Outputs come back
+//! through `output_fetch`.
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -272,20 +271,6 @@ impl std::io::Write for ChunkSender {
     }
 }
 
-/// Counts the bytes read through it into `total`.
-struct CountingReader<R> {
-    inner: R,
-    total: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.total.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
 /// Counts what goes through: `n` for this path, `total` for the whole upload.
 struct CountingWriter<'a, W> {
     inner: W,
@@ -303,161 +288,5 @@ impl<W: std::io::Write> std::io::Write for CountingWriter<'_, W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
-    }
-}
-
-/// A downloaded, unpacked and verified output, ready to be registered.
-#[derive(Debug, Clone)]
-pub struct FetchedOutput {
-    pub info: PathInfo,
-    pub nar_sha256_hex: String,
-    pub nar_size: u64,
-}
-
-/// Fetches one output's NAR and unpacks it at its store path. The NAR is checked against
-/// the size and hash the agent announced; on any mismatch nothing is left behind.
-pub async fn fetch_output(
-    chan: &mut AgentChannel,
-    store: &LocalStore,
-    ui: &Ui,
-    path: &str,
-) -> Result<FetchedOutput> {
-    chan.send(&ClientMsg::FetchOutput {
-        path: path.to_string(),
-    })
-    .await?;
-    chan.flush().await?;
-    let info = match chan.recv().await? {
-        AgentMsg::Output(info) => info,
-        AgentMsg::Error { message } => bail!("the agent on {} failed: {message}", chan.host),
-        other => bail!(
-            "unexpected answer from the agent on {}: {other:?}",
-            chan.host
-        ),
-    };
-    if info.path != path {
-        bail!(
-            "the agent on {} sent '{}' when asked for '{path}'; refused",
-            chan.host,
-            info.path
-        );
-    }
-    let dest: PathBuf = store.real_path(path)?;
-    store.remove_stale(path)?;
-    let announced = info.nar_size;
-    let act = ui.activity(
-        LVL_TALKATIVE,
-        ACT_COPY_PATH,
-        &format!("copying path '{path}' from '{}'", chan.host),
-        serde_json::json!([path, chan.host, "local"]),
-    );
-    let unpacked_bytes = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-    let unpack_dest = dest.clone();
-    let counter = Arc::clone(&unpacked_bytes);
-    let unpacker = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        };
-        let mut decoder = CountingReader {
-            inner: zstd::stream::read::Decoder::new(reader)?,
-            total: counter,
-        };
-        let limits = nsh_wire::nar::UnpackLimits {
-            max_total_size: announced,
-            ..Default::default()
-        };
-        let summary = nsh_wire::nar::unpack_with_limits(&mut decoder, &unpack_dest, &limits)?;
-        // Anything after the NAR's end is not ours to ignore.
-        let mut rest = [0u8; 1];
-        if decoder.read(&mut rest)? != 0 {
-            anyhow::bail!("data after the end of the NAR");
-        }
-        Ok::<_, anyhow::Error>(summary)
-    });
-    let mut tx = Some(tx);
-    let recv_result: Result<()> = async {
-        loop {
-            match chan.recv().await? {
-                AgentMsg::NarChunk(bytes) => {
-                    if let Some(a) = &act {
-                        let done = unpacked_bytes.load(Ordering::Relaxed);
-                        a.progress(done.min(announced), announced);
-                    }
-                    if let Some(t) = &tx
-                        && t.send(bytes).await.is_err()
-                    {
-                        // The unpacker stopped (refused the NAR); drain the rest.
-                        tx = None;
-                    }
-                }
-                AgentMsg::NarEnd => return Ok(()),
-                AgentMsg::Error { message } => {
-                    bail!("the agent on {} failed: {message}", chan.host)
-                }
-                other => bail!(
-                    "unexpected message from the agent on {}: {other:?}",
-                    chan.host
-                ),
-            }
-        }
-    }
-    .await;
-    drop(tx);
-    let unpacked = unpacker.await.context("the NAR unpacker panicked")?;
-    let cleanup = |e: anyhow::Error| {
-        let _ = store.remove_stale(path);
-        e
-    };
-    recv_result.map_err(cleanup)?;
-    let summary = unpacked
-        .with_context(|| format!("refused the NAR of '{path}' from {}", chan.host))
-        .map_err(cleanup)?;
-    let hex = hex::encode(summary.sha256);
-    if summary.size != info.nar_size || hex != info.nar_hash.to_ascii_lowercase() {
-        let _ = store.remove_stale(path);
-        bail!(
-            "the NAR of '{path}' from {} is corrupt: got {} bytes with sha256 {hex}, the \
-             remote store recorded {} bytes with sha256 {}; nothing was registered",
-            chan.host,
-            summary.size,
-            info.nar_size,
-            info.nar_hash
-        );
-    }
-    if let Some(a) = &act {
-        a.progress(summary.size, announced);
-    }
-    Ok(FetchedOutput {
-        nar_sha256_hex: hex,
-        nar_size: summary.size,
-        info,
-    })
-}
-
-/// Adapts a channel of chunks to `Read` for the blocking unpacker.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }

@@ -12,6 +12,9 @@
 //! - `nar-symlink-dir`: a symlink `x -> /etc`, then a directory `x` holding a file
 //!   `nsh-fault-pwned` (writing through the link would land in /etc).
 //! - `nar-oversize`: a valid NAR with a 1 MiB file, announced as 64 bytes.
+//! - `wrong-fod`: a well-formed NAR of one regular file holding [`WRONG_FOD_CONTENTS`],
+//!   with its true hash and size: right for no fixed output, so only the output hash
+//!   check can tell (flat or recursive alike).
 //! - `wrong-path`: `PathInfo` (and the real NAR) for a store path that is not the one
 //!   asked for (`/nix/store/000…0-nsh-fault-pwned`).
 //! - `bad-refs`: the real NAR with `/etc/passwd` and `nsh-fault-pwned` among the references.
@@ -32,6 +35,8 @@ pub const FAULT_ENV: &str = "NSH_FAULT";
 pub const FAULT_FILE: &str = "fault-injection";
 /// Marker every hostile payload uses as a name, so a test can look for it anywhere.
 pub const PWNED: &str = "nsh-fault-pwned";
+/// What `wrong-fod` sends as the output's only file (tests/e2e/t29 knows its hash).
+pub const WRONG_FOD_CONTENTS: &[u8] = b"not the fixed output: sent by a faulty agent\n";
 
 static STATE_DIR: OnceLock<PathBuf> = OnceLock::new();
 
@@ -63,6 +68,7 @@ pub enum Hostile {
     Duplicate,
     SymlinkDir,
     Oversize,
+    WrongFod,
 }
 
 fn parse_mode(s: &str) -> Option<Fault> {
@@ -77,6 +83,7 @@ fn parse_mode(s: &str) -> Option<Fault> {
         "nar-duplicate" => Fault::Hostile(Hostile::Duplicate),
         "nar-symlink-dir" => Fault::Hostile(Hostile::SymlinkDir),
         "nar-oversize" => Fault::Hostile(Hostile::Oversize),
+        "wrong-fod" => Fault::Hostile(Hostile::WrongFod),
         "wrong-path" => Fault::WrongPath,
         "bad-refs" => Fault::BadRefs,
         _ => return None,
@@ -182,7 +189,8 @@ fn dir(entries: &[(&[u8], Vec<u8>)]) -> Vec<u8> {
     v
 }
 
-/// The hostile NAR of `kind`: a directory whose entries break one rule.
+/// The hostile NAR of `kind`: a directory whose entries break one rule (or, for
+/// `WrongFod`, a well-formed file with the wrong contents).
 pub fn hostile_nar(kind: Hostile) -> Vec<u8> {
     let pwned = PWNED.as_bytes();
     let payload = || file(b"written by a hostile agent\n");
@@ -205,6 +213,7 @@ pub fn hostile_nar(kind: Hostile) -> Vec<u8> {
             dir(&[(b"x", link), (b"x", dir(&[(pwned, payload())]))])
         }
         Hostile::Oversize => dir(&[(pwned, file(&vec![b'A'; 1 << 20]))]),
+        Hostile::WrongFod => file(WRONG_FOD_CONTENTS),
     };
     let mut nar = Vec::new();
     t(&mut nar, &[nsh_wire::nar::NAR_MAGIC]);
@@ -268,6 +277,22 @@ mod tests {
             ..Default::default()
         };
         assert!(nsh_wire::nar::parse_with_limits(&mut &nar[..], &limits).is_err());
+        // Well-formed, a regular file: only an output hash check refuses it.
+        let nar = hostile_nar(Hostile::WrongFod);
+        let got = nsh_wire::nar::parse_checked(
+            &mut &nar[..],
+            &nsh_wire::nar::UnpackLimits::default(),
+            nsh_wire::nar::ContentHash::FlatFile(nsh_wire::hash::HashAlgo::Sha256),
+        )
+        .unwrap();
+        assert_eq!(
+            got.root,
+            nsh_wire::nar::RootKind::Regular { executable: false }
+        );
+        assert_eq!(
+            got.content.unwrap().bytes(),
+            Sha256::digest(WRONG_FOD_CONTENTS).as_slice()
+        );
     }
 
     #[test]
@@ -276,6 +301,10 @@ mod tests {
         assert_eq!(
             parse_mode(" nar-symlink-dir "),
             Some(Fault::Hostile(Hostile::SymlinkDir))
+        );
+        assert_eq!(
+            parse_mode("wrong-fod"),
+            Some(Fault::Hostile(Hostile::WrongFod))
         );
         assert_eq!(parse_mode("none"), None);
     }

@@ -253,6 +253,20 @@ impl Derivation {
             .any(|o| o.path.is_empty() && !o.hash_algo.is_empty())
     }
 
+    /// The hash output `name` must have, if it is a fixed output (`Ok(None)`: not one, or
+    /// no such output).
+    pub fn fixed_output(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::fixed_output::FixedOutputHash>, crate::fixed_output::FodError> {
+        match self.outputs.get(name) {
+            Some(o) if !o.path.is_empty() => {
+                crate::fixed_output::FixedOutputHash::from_drv_output(&o.hash_algo, &o.hash)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Whether this is a fixed-output derivation (every output has a known hash).
     pub fn is_fixed_output(&self) -> bool {
         !self.outputs.is_empty()

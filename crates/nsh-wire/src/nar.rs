@@ -24,18 +24,26 @@
 //! keep using afterwards (many small reads otherwise).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::ffi::OsStr;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::fs;
+use std::io::{self, Read};
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
-use crate::framing::{WireError, read_body, read_padding, read_u64_named, write_bytes, write_u64};
+use crate::framing::WireError;
+use crate::hash::{Hash, HashAlgo, Hasher};
+
+#[path = "nar_dump.rs"]
+mod dump;
+#[path = "nar_parse.rs"]
+mod parse;
+#[path = "nar_fs.rs"]
+mod sink;
+
+pub use dump::dump;
+use parse::Parser;
+use sink::{FsSink, NullSink, Root, remove_tree};
 
 pub const NAR_MAGIC: &[u8] = b"nix-archive-1";
 const TOK_OPEN: &[u8] = b"(";
@@ -148,11 +156,41 @@ pub enum NarError {
     },
 }
 
+/// What else to hash while decoding, besides the NAR's sha256 (fixed-output checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentHash {
+    None,
+    /// The whole NAR, with this algorithm (`outputHashMode = recursive`).
+    Nar(HashAlgo),
+    /// The contents of the root node if it is a regular file (`outputHashMode = flat`).
+    FlatFile(HashAlgo),
+}
+
+/// What the root node of a NAR is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKind {
+    Regular { executable: bool },
+    Symlink,
+    Directory,
+}
+
+/// The result of [`unpack_checked`] / [`parse_checked`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub nar: NarSummary,
+    pub root: RootKind,
+    /// The hash [`ContentHash`] asked for; `None` for `ContentHash::None`, and for
+    /// `FlatFile` when the root is not a regular file.
+    pub content: Option<Hash>,
+}
+
 /// Wraps a reader, hashing (sha256) and counting every byte read through it.
 pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     count: u64,
+    /// A second hash of the same bytes, for a recursive fixed output of another algorithm.
+    extra: Option<Hasher>,
 }
 
 impl<R: Read> HashingReader<R> {
@@ -161,6 +199,7 @@ impl<R: Read> HashingReader<R> {
             inner,
             hasher: Sha256::new(),
             count: 0,
+            extra: None,
         }
     }
 
@@ -187,68 +226,12 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         let got = buf.get(..n).unwrap_or_default();
         self.hasher.update(got);
+        if let Some(h) = &mut self.extra {
+            h.update(got);
+        }
         self.count += got.len() as u64;
         Ok(n)
     }
-}
-
-/// Serialises the tree at `path` exactly like `nix-store --dump`.
-/// Symlinks are stored, not followed; file contents are streamed.
-pub fn dump(path: &Path, w: &mut impl Write) -> io::Result<()> {
-    write_bytes(w, NAR_MAGIC)?;
-    dump_node(path, w)
-}
-
-fn dump_node(path: &Path, w: &mut impl Write) -> io::Result<()> {
-    let meta = fs::symlink_metadata(path)?;
-    let ft = meta.file_type();
-    write_bytes(w, TOK_OPEN)?;
-    write_bytes(w, TOK_TYPE)?;
-    if ft.is_file() {
-        write_bytes(w, TOK_REGULAR)?;
-        if meta.permissions().mode() & 0o100 != 0 {
-            write_bytes(w, TOK_EXECUTABLE)?;
-            write_bytes(w, b"")?;
-        }
-        write_bytes(w, TOK_CONTENTS)?;
-        let len = meta.len();
-        write_u64(w, len)?;
-        let file = File::open(path)?;
-        let copied = io::copy(&mut file.take(len), w)?;
-        if copied != len {
-            return Err(io::Error::other(format!(
-                "'{}' shrank while being dumped",
-                path.display()
-            )));
-        }
-        crate::framing::write_padding(w, len)?;
-    } else if ft.is_symlink() {
-        write_bytes(w, TOK_SYMLINK)?;
-        write_bytes(w, TOK_TARGET)?;
-        write_bytes(w, fs::read_link(path)?.as_os_str().as_bytes())?;
-    } else if ft.is_dir() {
-        write_bytes(w, TOK_DIRECTORY)?;
-        let mut names = fs::read_dir(path)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<Vec<_>>>()?;
-        // Raw byte order, like Nix's std::map<std::string, …>.
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
-            write_bytes(w, TOK_ENTRY)?;
-            write_bytes(w, TOK_OPEN)?;
-            write_bytes(w, TOK_NAME)?;
-            write_bytes(w, name.as_bytes())?;
-            write_bytes(w, TOK_NODE)?;
-            dump_node(&path.join(&name), w)?;
-            write_bytes(w, TOK_CLOSE)?;
-        }
-    } else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("'{}' is not a file, directory or symlink", path.display()),
-        ));
-    }
-    write_bytes(w, TOK_CLOSE)
 }
 
 /// Checks a NAR without writing anything; returns its hash and size.
@@ -261,9 +244,19 @@ pub fn parse_with_limits<R: Read + ?Sized>(
     r: &mut R,
     limits: &UnpackLimits,
 ) -> Result<NarSummary, NarError> {
+    Ok(parse_checked(r, limits, ContentHash::None)?.nar)
+}
+
+/// [`parse_with_limits`], also hashing the content as `content` asks.
+pub fn parse_checked<R: Read + ?Sized>(
+    r: &mut R,
+    limits: &UnpackLimits,
+    content: ContentHash,
+) -> Result<Checked, NarError> {
     let mut p = Parser::new(r, NullSink, limits);
+    p.want(content);
     p.run()?;
-    Ok(p.r.summary())
+    Ok(p.finish())
 }
 
 /// Unpacks a NAR at `dest` (which must not exist; its parent must), verifying it
@@ -278,6 +271,17 @@ pub fn unpack_with_limits<R: Read + ?Sized>(
     dest: &Path,
     limits: &UnpackLimits,
 ) -> Result<NarSummary, NarError> {
+    Ok(unpack_checked(r, dest, limits, ContentHash::None)?.nar)
+}
+
+/// [`unpack_with_limits`], also hashing the content as `content` asks (while writing:
+/// the NAR is read once).
+pub fn unpack_checked<R: Read + ?Sized>(
+    r: &mut R,
+    dest: &Path,
+    limits: &UnpackLimits,
+    content: ContentHash,
+) -> Result<Checked, NarError> {
     let bad_dest = || NarError::BadDest {
         dest: dest.display().to_string(),
     };
@@ -311,429 +315,15 @@ pub fn unpack_with_limits<R: Read + ?Sized>(
         created_root: false,
     };
     let mut p = Parser::new(r, sink, limits);
+    p.want(content);
     match p.run() {
-        Ok(()) => Ok(p.r.summary()),
+        Ok(()) => Ok(p.finish()),
         Err(e) => {
             if p.sink.created_root {
                 remove_tree(dest);
             }
             Err(e)
         }
-    }
-}
-
-/// Best-effort removal of a partially unpacked tree (directories may be 0555).
-fn remove_tree(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if meta.is_dir() {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
-        if let Ok(rd) = fs::read_dir(path) {
-            for e in rd.flatten() {
-                remove_tree(&e.path());
-            }
-        }
-        let _ = fs::remove_dir(path);
-    } else {
-        let _ = fs::remove_file(path);
-    }
-}
-
-/// Receives the nodes of a NAR as they are parsed. `parent == None` is the root.
-trait Sink {
-    type Dir;
-    /// Must read `contents` to its end (the parser drains what is left).
-    fn file(
-        &mut self,
-        parent: Option<&Self::Dir>,
-        name: &[u8],
-        executable: bool,
-        contents: &mut dyn Read,
-    ) -> io::Result<()>;
-    fn symlink(&mut self, parent: Option<&Self::Dir>, name: &[u8], target: &[u8])
-    -> io::Result<()>;
-    fn dir_enter(&mut self, parent: Option<&Self::Dir>, name: &[u8]) -> io::Result<Self::Dir>;
-    fn dir_leave(&mut self, dir: Self::Dir) -> io::Result<()>;
-}
-
-struct NullSink;
-
-impl Sink for NullSink {
-    type Dir = ();
-    fn file(&mut self, _: Option<&()>, _: &[u8], _: bool, c: &mut dyn Read) -> io::Result<()> {
-        io::copy(c, &mut io::sink()).map(drop)
-    }
-    fn symlink(&mut self, _: Option<&()>, _: &[u8], _: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-    fn dir_enter(&mut self, _: Option<&()>, _: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-    fn dir_leave(&mut self, _: ()) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Writes nodes with *at() calls relative to directory fds it created itself.
-struct FsSink<'a> {
-    root: Root<'a>,
-    /// Set once the root node exists, so cleanup never removes what was there before.
-    created_root: bool,
-}
-
-/// Where the root node goes: the (trusted) parent of `dest`, and dest's file name.
-struct Root<'a> {
-    parent: OwnedFd,
-    name: &'a OsStr,
-}
-
-impl Root<'_> {
-    fn at<'s>(&'s self, parent: Option<&'s OwnedFd>, name: &'s [u8]) -> (BorrowedFd<'s>, &'s [u8]) {
-        match parent {
-            Some(fd) => (fd.as_fd(), name),
-            None => (self.parent.as_fd(), self.name.as_bytes()),
-        }
-    }
-}
-
-impl Sink for FsSink<'_> {
-    type Dir = OwnedFd;
-
-    fn file(
-        &mut self,
-        parent: Option<&OwnedFd>,
-        name: &[u8],
-        executable: bool,
-        contents: &mut dyn Read,
-    ) -> io::Result<()> {
-        let (dir, name) = self.root.at(parent, name);
-        // O_EXCL|O_NOFOLLOW: never reuse or follow anything already there.
-        let fd = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        self.created_root |= parent.is_none();
-        let mut file = File::from(fd);
-        io::copy(contents, &mut file)?;
-        let mode = if executable { 0o555 } else { 0o444 };
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
-        Ok(())
-    }
-
-    fn symlink(&mut self, parent: Option<&OwnedFd>, name: &[u8], target: &[u8]) -> io::Result<()> {
-        let (dir, name) = self.root.at(parent, name);
-        rustix::fs::symlinkat(target, dir, name)?;
-        self.created_root |= parent.is_none();
-        Ok(())
-    }
-
-    fn dir_enter(&mut self, parent: Option<&OwnedFd>, name: &[u8]) -> io::Result<OwnedFd> {
-        let (dir, name) = self.root.at(parent, name);
-        rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
-        self.created_root |= parent.is_none();
-        // NOFOLLOW + DIRECTORY: fails if something swapped the new dir for a symlink.
-        let fd = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        // Independent of umask: owner needs write access while filling it.
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))?;
-        Ok(fd)
-    }
-
-    fn dir_leave(&mut self, dir: OwnedFd) -> io::Result<()> {
-        rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o555))?;
-        Ok(())
-    }
-}
-
-struct Parser<'l, R: Read, S: Sink> {
-    r: HashingReader<R>,
-    sink: S,
-    limits: &'l UnpackLimits,
-    entries: u64,
-    /// Path of the node being parsed, for error messages.
-    path: Vec<u8>,
-}
-
-/// Untrusted bytes for error messages: lossy UTF-8 with control characters (NUL, ESC, …)
-/// escaped so they cannot reach a terminal, cut to 256 bytes.
-fn show(b: &[u8]) -> String {
-    let cut = b.get(..256).unwrap_or(b);
-    let mut s = String::new();
-    for c in String::from_utf8_lossy(cut).chars() {
-        if c.is_control() {
-            s.extend(c.escape_default());
-        } else {
-            s.push(c);
-        }
-    }
-    if cut.len() < b.len() {
-        s.push('…');
-    }
-    s
-}
-
-impl<'l, R: Read, S: Sink> Parser<'l, R, S> {
-    fn new(r: R, sink: S, limits: &'l UnpackLimits) -> Self {
-        Parser {
-            r: HashingReader::new(r),
-            sink,
-            limits,
-            entries: 0,
-            path: Vec::new(),
-        }
-    }
-
-    /// The current entry as an absolute path inside the NAR ("/" is the root).
-    fn here(&self) -> String {
-        format!("/{}", show(&self.path))
-    }
-
-    fn wire(&self, source: WireError) -> NarError {
-        NarError::Wire {
-            path: self.here(),
-            source,
-        }
-    }
-
-    fn io(&self, op: &'static str, source: io::Error) -> NarError {
-        if source.kind() == io::ErrorKind::UnexpectedEof {
-            return self.wire(WireError::UnexpectedEof {
-                what: "file contents",
-            });
-        }
-        NarError::Io {
-            op,
-            path: self.here(),
-            source,
-        }
-    }
-
-    fn read_u64(&mut self, what: &'static str) -> Result<u64, NarError> {
-        read_u64_named(&mut self.r, what).map_err(|e| self.wire(e))
-    }
-
-    fn string(&mut self, max: u64, what: &'static str) -> Result<Vec<u8>, NarError> {
-        let len = self.read_u64(what)?;
-        read_body(&mut self.r, len, max, what).map_err(|e| self.wire(e))
-    }
-
-    /// Reads one fixed token; a length that no token has is reported without
-    /// reading (or allocating) the body.
-    fn token(&mut self, expected: &'static str) -> Result<Vec<u8>, NarError> {
-        let len = self.read_u64("token")?;
-        if len > MAX_TOKEN {
-            return Err(NarError::UnexpectedToken {
-                path: self.here(),
-                expected,
-                got: format!("<{len}-byte string>"),
-            });
-        }
-        read_body(&mut self.r, len, MAX_TOKEN, "token").map_err(|e| self.wire(e))
-    }
-
-    fn expect(&mut self, tok: &'static [u8], expected: &'static str) -> Result<(), NarError> {
-        let got = self.token(expected)?;
-        if got != tok {
-            return Err(NarError::UnexpectedToken {
-                path: self.here(),
-                expected,
-                got: show(&got),
-            });
-        }
-        Ok(())
-    }
-
-    fn run(&mut self) -> Result<(), NarError> {
-        let magic = self.token("NAR magic").map_err(|_| NarError::BadMagic)?;
-        if magic != NAR_MAGIC {
-            return Err(NarError::BadMagic);
-        }
-        self.count_entry()?;
-        self.node(None, b"", 0)
-    }
-
-    fn count_entry(&mut self) -> Result<(), NarError> {
-        self.entries += 1;
-        if self.entries > self.limits.max_entries {
-            return Err(NarError::TooManyEntries {
-                path: self.here(),
-                max: self.limits.max_entries,
-            });
-        }
-        Ok(())
-    }
-
-    fn node(&mut self, parent: Option<&S::Dir>, name: &[u8], depth: usize) -> Result<(), NarError> {
-        self.expect(TOK_OPEN, "'('")?;
-        self.expect(TOK_TYPE, "'type'")?;
-        let ty = self.token("a node type")?;
-        match ty.as_slice() {
-            TOK_REGULAR => self.regular(parent, name)?,
-            TOK_SYMLINK => {
-                self.expect(TOK_TARGET, "'target'")?;
-                let target = self.string(MAX_TARGET, "symlink target")?;
-                let why = if target.is_empty() {
-                    Some("empty")
-                } else if target.contains(&0) {
-                    Some("contains NUL")
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    return Err(NarError::BadSymlinkTarget {
-                        path: self.here(),
-                        why,
-                    });
-                }
-                self.sink
-                    .symlink(parent, name, &target)
-                    .map_err(|e| self.io("creating symlink", e))?;
-            }
-            // The entry loop consumes the directory's closing ")" itself.
-            TOK_DIRECTORY => return self.directory(parent, name, depth),
-            other => {
-                return Err(NarError::UnexpectedToken {
-                    path: self.here(),
-                    expected: "'regular', 'symlink' or 'directory'",
-                    got: show(other),
-                });
-            }
-        }
-        self.expect(TOK_CLOSE, "')'")
-    }
-
-    fn regular(&mut self, parent: Option<&S::Dir>, name: &[u8]) -> Result<(), NarError> {
-        let mut tok = self.token("'executable' or 'contents'")?;
-        let executable = tok == TOK_EXECUTABLE;
-        if executable {
-            let value = self.token("an empty string")?;
-            if !value.is_empty() {
-                return Err(NarError::ExecutableValue { path: self.here() });
-            }
-            tok = self.token("'contents'")?;
-        }
-        if tok != TOK_CONTENTS {
-            return Err(NarError::UnexpectedToken {
-                path: self.here(),
-                expected: "'contents'",
-                got: show(&tok),
-            });
-        }
-        let size = self.read_u64("file size")?;
-        if size > self.limits.max_file_size {
-            return Err(NarError::FileTooLarge {
-                path: self.here(),
-                size,
-                max: self.limits.max_file_size,
-            });
-        }
-        if self.r.bytes_read().saturating_add(size) > self.limits.max_total_size {
-            return Err(NarError::TotalTooLarge {
-                path: self.here(),
-                max: self.limits.max_total_size,
-            });
-        }
-        let mut body = (&mut self.r).take(size);
-        let res = self.sink.file(parent, name, executable, &mut body);
-        // Drain what the sink left (e.g. after a write error) so EOF is detected.
-        let left = res
-            .as_ref()
-            .ok()
-            .map(|()| io::copy(&mut body, &mut io::sink()));
-        let remaining = body.limit();
-        match (res, left) {
-            (Err(e), _) | (Ok(()), Some(Err(e))) => return Err(self.io("writing file", e)),
-            _ => {}
-        }
-        if remaining != 0 {
-            return Err(self.wire(WireError::UnexpectedEof {
-                what: "file contents",
-            }));
-        }
-        read_padding(&mut self.r, size, "file contents").map_err(|e| self.wire(e))
-    }
-
-    fn directory(
-        &mut self,
-        parent: Option<&S::Dir>,
-        name: &[u8],
-        depth: usize,
-    ) -> Result<(), NarError> {
-        if depth > self.limits.max_depth {
-            return Err(NarError::TooDeep {
-                path: self.here(),
-                max: self.limits.max_depth,
-            });
-        }
-        let dir = self
-            .sink
-            .dir_enter(parent, name)
-            .map_err(|e| self.io("creating directory", e))?;
-        let mut prev: Option<Vec<u8>> = None;
-        loop {
-            let tok = self.token("'entry' or ')'")?;
-            if tok == TOK_CLOSE {
-                break;
-            }
-            if tok != TOK_ENTRY {
-                return Err(NarError::UnexpectedToken {
-                    path: self.here(),
-                    expected: "'entry' or ')'",
-                    got: show(&tok),
-                });
-            }
-            self.expect(TOK_OPEN, "'('")?;
-            self.expect(TOK_NAME, "'name'")?;
-            let entry = self.string(MAX_NAME, "entry name")?;
-            let saved = self.path.len();
-            if !self.path.is_empty() {
-                self.path.push(b'/');
-            }
-            self.path.extend_from_slice(&entry);
-            check_name(&entry).map_err(|why| NarError::BadName {
-                path: self.here(),
-                why,
-            })?;
-            if let Some(p) = &prev
-                && entry.as_slice() <= p.as_slice()
-            {
-                return Err(NarError::NotSorted {
-                    path: self.here(),
-                    prev: show(p),
-                });
-            }
-            self.count_entry()?;
-            self.expect(TOK_NODE, "'node'")?;
-            self.node(Some(&dir), &entry, depth + 1)?;
-            self.expect(TOK_CLOSE, "')'")?;
-            self.path.truncate(saved);
-            prev = Some(entry);
-        }
-        self.sink
-            .dir_leave(dir)
-            .map_err(|e| self.io("finishing directory", e))
-    }
-}
-
-/// Nix's rule (`archive.cc`): not empty, not `.` or `..`, no `/` or NUL.
-fn check_name(name: &[u8]) -> Result<(), &'static str> {
-    if name.is_empty() {
-        Err("empty")
-    } else if name == b"." || name == b".." {
-        Err("'.' or '..'")
-    } else if name.contains(&b'/') {
-        Err("contains '/'")
-    } else if name.contains(&0) {
-        Err("contains NUL")
-    } else {
-        Ok(())
     }
 }
 

@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::framing::write_bytes;
-use std::os::unix::fs::symlink;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
 
 // --- a tiny NAR builder -------------------------------------------------------
 
