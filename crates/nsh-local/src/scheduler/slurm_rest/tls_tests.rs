@@ -314,3 +314,33 @@ fn a_ca_file_that_cannot_be_used_is_refused_before_connecting() {
         1
     );
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed_so_the_token_stays_put() {
+    // Where a redirect points: any connection here would carry the token.
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere_port = elsewhere.local_addr().unwrap().port();
+    elsewhere.set_nonblocking(true).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // The probe asks for three documents, one connection each.
+        for stream in listener.incoming().take(3) {
+            let Ok(mut tcp) = stream else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = tcp.read(&mut [0u8; 4096]);
+            let reply = format!(
+                "HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:{elsewhere_port}/x\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tcp.write_all(reply.as_bytes());
+        }
+    });
+    let err = connect("127.0.0.1", port, &Transport::Http, None)
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("HTTP 301"), "{text}");
+    assert!(text.contains("follows no redirect"), "{text}");
+    assert!(elsewhere.accept().is_err(), "the redirect was followed");
+}
