@@ -3,7 +3,8 @@
 #
 #   host netns ── veth nshtb-GEN  NET.254
 #   netns nshtb-GEN-submit  (UTS "submit", own mount ns on the rootfs)  br0 NET.1
-#       munged, slurmctld, slurmrestd :6820 (also 127.0.0.1), sshd :22, nix-daemon
+#       munged, slurmctld, slurmrestd :6820 (also 127.0.0.1), sshd :22, nix-daemon,
+#       stunnel :6821 (also 127.0.0.1) -> 127.0.0.1:6820, TLS with the testbed's own CA
 #   ├─ veth ─ netns nshtb-GEN-node1 (UTS "node1", own mount ns; own /nix /tmp /scratch)
 #   │         eth0 NET.11: slurmd, sshd, nix-daemon
 #   └─ veth ─ netns nshtb-GEN-node2 ... NET.12
@@ -117,6 +118,77 @@ tb_rest_plugins() {
   fi
 }
 
+# The testbed's own CA and stunnel's certificate for submit (names: its IP as in
+# NSH_TB_REST_URL, and "submit"), plus an unrelated CA for tests that must fail
+# verification. Made with openssl in the rootfs; kept while the names still match.
+tb_write_tls() {
+  local d=$TB_ROOT$TB_TLS_DIR names="IP:$TB_SUBMIT_IP,DNS:submit"
+  if [ -s "$d/ca.pem" ] && [ -s "$d/wrong-ca.pem" ] && [ -s "$d/server.pem" ] && [ -s "$d/server.key" ] &&
+    [ "$(cat "$d/names" 2>/dev/null)" = "$names" ]; then
+    tb_write_stunnel_conf
+    return 0
+  fi
+  tb_log "making the testbed's CA and a certificate for $names"
+  mkdir -p "$d"
+  cat >"$d/openssl.cnf" <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = nsh testbed
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = $names
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+  tb_chroot /bin/sh -e -c '
+    cd "$1"; umask 077
+    key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+    for ca in ca wrong-ca; do
+      key $ca.key
+      openssl req -x509 -config openssl.cnf -extensions ca -key $ca.key -days 3650 \
+        -subj "/CN=nsh testbed $ca" -out $ca.pem
+    done
+    key server.key
+    openssl req -new -config openssl.cnf -key server.key -subj /CN=submit -out server.csr
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial "0x$(openssl rand -hex 8)" \
+      -days 3650 -extfile openssl.cnf -extensions server -out server.pem 2>/dev/null
+    rm -f server.csr
+    openssl verify -CAfile ca.pem server.pem >/dev/null
+    chmod 0644 ca.pem wrong-ca.pem server.pem; chmod 0600 ca.key wrong-ca.key server.key
+    chmod 0755 .' sh "$TB_TLS_DIR"
+  echo "$names" >"$d/names"
+  tb_write_stunnel_conf
+}
+
+tb_write_stunnel_conf() {
+  local d=$TB_ROOT$TB_TLS_DIR
+  # foreground: tb_start_daemon records its PID; "pid =" empty: no pid file of its own.
+  # It runs as root in submit's namespaces, like the other daemons the testbed starts.
+  cat >"$d/stunnel.conf" <<EOF
+foreground = yes
+pid =
+syslog = no
+[slurmrestd]
+accept = $TB_SUBMIT_IP:$TB_REST_TLS_PORT
+connect = 127.0.0.1:$TB_REST_PORT
+cert = $TB_TLS_DIR/server.pem
+key = $TB_TLS_DIR/server.key
+[slurmrestd-loopback]
+accept = 127.0.0.1:$TB_REST_TLS_PORT
+connect = 127.0.0.1:$TB_REST_PORT
+cert = $TB_TLS_DIR/server.pem
+key = $TB_TLS_DIR/server.key
+EOF
+}
+
 tb_start_daemons() {
   local n as_munge=(chroot --userspec=munge:munge /) as_rest=(chroot --userspec=slurmrestd:slurmrestd /)
   tb_enter_argv submit
@@ -130,6 +202,7 @@ tb_start_daemons() {
   tb_start_daemon slurmrestd "${TB_ENTER[@]}" "${as_rest[@]}" /usr/bin/env SLURM_JWT=daemon \
     /usr/sbin/slurmrestd -a rest_auth/jwt -s "$(tb_rest_plugins)" \
     "$TB_SUBMIT_IP:$TB_REST_PORT" "127.0.0.1:$TB_REST_PORT"
+  tb_start_daemon stunnel "${TB_ENTER[@]}" /usr/bin/stunnel4 "$TB_TLS_DIR/stunnel.conf"
   for n in $TB_NODES; do
     tb_enter_argv "$n"
     tb_start_daemon "slurmd-$n" "${TB_ENTER[@]}" /usr/sbin/slurmd -D -N "$n"
@@ -145,6 +218,11 @@ tb_nodes_idle() {
 tb_rest_get() { # PATH TOKEN-USER -- GET from slurmrestd on submit's loopback
   tb_enter submit curl -sf -H "X-SLURM-USER-NAME: $2" -H "X-SLURM-USER-TOKEN: $(cat "$TB_ROOT$TB_CONF_DIR/token-$2")" \
     "http://127.0.0.1:$TB_REST_PORT$1"
+}
+
+tb_rest_get_tls() { # PATH TOKEN-USER -- the same through stunnel, verified with the testbed's CA
+  tb_enter submit curl -sf --cacert "$TB_TLS_DIR/ca.pem" -H "X-SLURM-USER-NAME: $2" \
+    -H "X-SLURM-USER-TOKEN: $(cat "$TB_ROOT$TB_CONF_DIR/token-$2")" "https://$TB_SUBMIT_IP:$TB_REST_TLS_PORT$1"
 }
 
 # The newest data-parser version the server serves, from its OpenAPI description.
@@ -173,10 +251,14 @@ tb_write_tokens() {
     mv "$d/token-$user.new" "$d/token-$user"
   done
   tb_wait_for 30 "slurmrestd" tb_rest_get /openapi/v3 root
+  tb_wait_for 20 "stunnel (TLS to slurmrestd)" tb_rest_get_tls /openapi/v3 root
+  # Builds and tests reach slurmrestd through TLS, as sites do; plain HTTP stays on :6820.
   (umask 077 && cat >"$TB_ROOT/etc/nix/nsh.conf.new" <<EOF
 job-scheduler = slurm
+slurm-api-scheme = https
 slurm-api-host = $TB_SUBMIT_IP
-slurm-api-port = $TB_REST_PORT
+slurm-api-port = $TB_REST_TLS_PORT
+slurm-api-ca-file = $TB_TLS_DIR/ca.pem
 slurm-jwt-token = $(cat "$d/token-root")
 slurm-state-dir = $TB_STATE_DIR_IN
 EOF
@@ -200,6 +282,12 @@ tb_write_env() {
     printf 'NSH_TB_NETNS_NODE1=%q\n' "${TB_NETNS[node1]}"
     printf 'NSH_TB_NETNS_NODE2=%q\n' "${TB_NETNS[node2]}"
     printf 'NSH_TB_REST_URL=%q\n' "http://$TB_SUBMIT_IP:$TB_REST_PORT"
+    printf 'NSH_TB_REST_PORT=%q\n' "$TB_REST_PORT"
+    printf 'NSH_TB_REST_TLS_URL=%q\n' "https://$TB_SUBMIT_IP:$TB_REST_TLS_PORT"
+    printf 'NSH_TB_REST_TLS_PORT=%q\n' "$TB_REST_TLS_PORT"
+    printf 'NSH_TB_SUBMIT_HOSTNAME=%q\n' submit
+    printf 'NSH_TB_CA_FILE=%q\n' "$TB_TLS_DIR/ca.pem"
+    printf 'NSH_TB_WRONG_CA_FILE=%q\n' "$TB_TLS_DIR/wrong-ca.pem"
     printf 'NSH_TB_REST_VERSION=%q\n' "$rest_version"
     printf 'NSH_TB_TOKEN_ROOT=%q\n' "$TB_CONF_DIR/token-root"
     printf 'NSH_TB_TOKEN_ALICE=%q\n' "$TB_CONF_DIR/token-alice"
@@ -232,6 +320,7 @@ tb_up() {
   tb_make_run_dirs
   tb_build_nix_reloc
   tb_configure_rootfs
+  tb_write_tls
   tb_mount_dist
   tb_setup_network
   tb_setup_host_namespaces
@@ -248,7 +337,7 @@ tb_up() {
 tb_down() {
   [ "$(id -u)" = 0 ] || tb_die "must run as root"
   local name f host ns pid start round left d
-  for name in slurmrestd slurmd-node1 slurmd-node2 slurmctld sshd-submit sshd-node1 sshd-node2 \
+  for name in stunnel slurmrestd slurmd-node1 slurmd-node2 slurmctld sshd-submit sshd-node1 sshd-node2 \
     nix-daemon-submit nix-daemon-node1 nix-daemon-node2 munged; do
     tb_stop_daemon "$name"
   done

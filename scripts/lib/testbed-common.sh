@@ -36,12 +36,14 @@ tb_select_generation() {
   TB_HOST_IP=$TB_NET.254        # the host's end of the link into the testbed
   TB_HOST_LINK=$tag-$TB_GEN     # <= 15 characters for every generation name
   TB_REST_PORT=6820
+  TB_REST_TLS_PORT=6821         # stunnel (TLS) in front of slurmrestd
   declare -gA TB_IP=([submit]=$TB_NET.1 [node1]=$TB_NET.11 [node2]=$TB_NET.12)
   declare -gA TB_NETNS=([submit]=$tag-$TB_GEN-submit [node1]=$tag-$TB_GEN-node1 [node2]=$tag-$TB_GEN-node2)
   # paths inside the rootfs
   TB_CONF_DIR=/etc/nsh-testbed
   TB_STATE_DIR_IN=/var/lib/nsh-state
   TB_RELOC=/opt/nix-reloc
+  TB_TLS_DIR=$TB_CONF_DIR/tls   # the testbed's CA, stunnel's certificate, a second ("wrong") CA
 }
 
 tb_t0=$(date +%s%N)

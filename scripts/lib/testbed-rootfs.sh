@@ -4,7 +4,7 @@
 
 TB_PACKAGES="nix-bin bash-static slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin
   slurm-wlm-torque munge openssh-server openssh-client libslurm-dev curl jq iproute2 procps socat
-  patchelf busybox-static"
+  patchelf busybox-static stunnel4 openssl"
 
 tb_chroot() { chroot "$TB_ROOT" "$@"; }
 

@@ -70,18 +70,29 @@ tb_smoke_rest() {
     wait_state CANCELLED' sh "http://$TB_SUBMIT_IP:$TB_REST_PORT" "$version"
 }
 
-tb_smoke_nsh_conf() { # five keys, 0600, and its token is accepted
+tb_smoke_nsh_conf() { # seven keys, 0600, https with the testbed's CA, and its token is accepted
   tb_exec submit root bash -euo pipefail -c '
     f=/etc/nix/nsh.conf
     [ "$(stat -c %a "$f")" = 600 ] || { echo "mode $(stat -c %a "$f")"; exit 1; }
     keys=$(sed -n "s/^\([a-z-]*\) = .*/\1/p" "$f" | sort | paste -sd" ")
-    [ "$keys" = "job-scheduler slurm-api-host slurm-api-port slurm-jwt-token slurm-state-dir" ] || { echo "keys: $keys"; exit 1; }
+    [ "$keys" = "job-scheduler slurm-api-ca-file slurm-api-host slurm-api-port slurm-api-scheme slurm-jwt-token slurm-state-dir" ] || { echo "keys: $keys"; exit 1; }
     get() { sed -n "s/^$1 = //p" "$f"; }
-    [ "$(get job-scheduler)" = slurm ] && [ "$(get slurm-api-port)" = 6820 ]
+    [ "$(get job-scheduler)" = slurm ] && [ "$(get slurm-api-port)" = 6821 ] && [ "$(get slurm-api-scheme)" = https ]
     [ -d "$(get slurm-state-dir)" ]
     jobs=jobs/; [ "$1" = v0.0.38 ] && jobs=jobs
-    curl -sS -f -o /dev/null -H "X-SLURM-USER-NAME: root" -H "X-SLURM-USER-TOKEN: $(get slurm-jwt-token)" \
-      "http://$(get slurm-api-host):$(get slurm-api-port)/slurm/$1/$jobs"' sh "$1"
+    curl -sS -f -o /dev/null --cacert "$(get slurm-api-ca-file)" -H "X-SLURM-USER-NAME: root" \
+      -H "X-SLURM-USER-TOKEN: $(get slurm-jwt-token)" \
+      "https://$(get slurm-api-host):$(get slurm-api-port)/slurm/$1/$jobs"' sh "$1"
+}
+
+# stunnel is verified with the testbed's CA under both of the certificate's names, and a
+# client that trusts only the wrong CA gets no answer (curl exit 60: certificate problem).
+tb_smoke_tls() {
+  tb_exec submit root bash -euo pipefail -c '
+    curl -sS -o /dev/null --cacert "$1/ca.pem" "https://$2:$3/openapi/v3"
+    curl -sS -o /dev/null --cacert "$1/ca.pem" --resolve "submit:$3:$2" "https://submit:$3/openapi/v3"
+    rc=0; curl -sS -o /dev/null --cacert "$1/wrong-ca.pem" "https://$2:$3/openapi/v3" 2>/dev/null || rc=$?
+    [ "$rc" = 60 ] || { echo "wrong CA: curl exit $rc, expected 60"; exit 1; }' sh "$TB_TLS_DIR" "$TB_SUBMIT_IP" "$TB_REST_TLS_PORT"
 }
 
 tb_smoke_nix_build_submit() { # USER -- root builds directly, alice through the nix-daemon
@@ -123,7 +134,8 @@ tb_smoke() {
   done
   tb_check "job in partition 'held' stays pending" tb_smoke_held
   tb_check "REST $version submit / query / delete (alice's token)" tb_smoke_rest "$version"
-  tb_check "nsh.conf: five keys, 0600, token accepted" tb_smoke_nsh_conf "$version"
+  tb_check "nsh.conf: seven keys, 0600, https, token accepted" tb_smoke_nsh_conf "$version"
+  tb_check "TLS on :$TB_REST_TLS_PORT: the testbed's CA verifies both names, the wrong CA is refused" tb_smoke_tls
   for user in root alice; do
     for host in node1 node2; do
       tb_check "ssh $host true (from submit as $user)" tb_exec submit "$user" ssh "$host" true

@@ -1,6 +1,7 @@
 #!/bin/bash
 # A derivation that prints a line and writes $out: the output is valid locally, the line is
-# in nix-build's output and in `nix log`, and Nix's output names the job and the node.
+# in nix-build's output and in `nix log`, and Nix's output names the job, the node and the
+# https endpoint.
 . "$(dirname "$0")/lib.sh"
 
 { prelude; cat <<'NIX'
@@ -15,6 +16,8 @@ t1=$(date +%s%N)
 assert_rc 0 simple
 assert_log simple "^hello-from-the-cluster"
 assert_log simple 'job [0-9]+ is running on node[12]'
+# The testbed's nsh.conf goes through TLS (t29 is the one build over plain HTTP).
+assert_log simple "to slurmrestd at https://$NSH_TB_SUBMIT_IP:$NSH_TB_REST_TLS_PORT "
 out=$(out_paths simple | tail -n1)
 [ -n "$out" ] || fail "no output path printed"
 on_submit nix-store --verify-path "$out" || fail "$out is not valid"

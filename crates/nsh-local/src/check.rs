@@ -70,11 +70,17 @@ pub fn run() -> Result<()> {
             .slurm_jwt_token
             .as_ref()
             .context("'slurm-jwt-token' is required when job-scheduler = slurm")?;
-        let sched = crate::scheduler::slurm_rest::SlurmRest::connect(
+        // Said before connecting, so it shows even when slurmrestd cannot be reached.
+        if let Some(line) = plain_http_line(&config) {
+            println!("{line}");
+        }
+        let sched = crate::scheduler::slurm_rest::SlurmRest::connect_cached(
             &config.slurm_api_host,
             config.slurm_api_port,
+            &crate::scheduler::transport(&config),
             token.expose(),
             config.slurm_api_version.as_deref(),
+            None,
         )
         .await?;
         sched.ping().await?;
@@ -83,7 +89,34 @@ pub fn run() -> Result<()> {
             sched.describe(),
             sched.user().unwrap_or("?")
         ));
+        if let Some(trust) = sched.transport().trust() {
+            ok(&format!(
+                "link to slurmrestd is encrypted (https, certificate of {} verified against {trust})",
+                config.slurm_api_host
+            ));
+        }
         check_job(&config, &sched, &agent).await
+    })
+}
+
+/// For plain HTTP: an `ok` line when the token stays on this machine, else a `warn` line.
+fn plain_http_line(config: &config::Config) -> Option<String> {
+    if config.slurm_api_scheme != config::ApiScheme::Http {
+        return None;
+    }
+    let host = &config.slurm_api_host;
+    Some(if config.token_crosses_plain_http() {
+        format!(
+            "warn  link to slurmrestd is NOT encrypted: the token (slurm-jwt-token) crosses plain \
+             HTTP to {host}, which is not a loopback address, on every request; anyone on the \
+             path can read and reuse it. Put a TLS proxy in front of slurmrestd and set \
+             slurm-api-scheme = https (and slurm-api-ca-file)"
+        )
+    } else {
+        format!(
+            "ok    link to slurmrestd is plain HTTP to {host}, a loopback address: the token \
+             stays on this machine"
+        )
     })
 }
 

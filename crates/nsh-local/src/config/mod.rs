@@ -67,6 +67,37 @@ impl fmt::Display for JobScheduler {
     }
 }
 
+/// `slurm-api-scheme`: how nsh talks to slurmrestd. HTTPS is an nsh extension (spec §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiScheme {
+    Http,
+    Https,
+}
+
+impl ApiScheme {
+    /// The spelling used in `nsh.conf` and in URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiScheme::Http => "http",
+            ApiScheme::Https => "https",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "http" => Some(ApiScheme::Http),
+            "https" => Some(ApiScheme::Https),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ApiScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A value that must never be printed: `Debug` shows `<redacted>`, and there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -103,6 +134,10 @@ pub struct Config {
     pub slurm_state_dir: Option<String>,
     pub slurm_api_host: String,
     pub slurm_api_port: u16,
+    /// `slurm-api-scheme`: `http` (the default, as the reference tool) or `https`.
+    pub slurm_api_scheme: ApiScheme,
+    /// `slurm-api-ca-file`: a PEM bundle; when set, the only CAs trusted for slurmrestd.
+    pub slurm_api_ca_file: Option<PathBuf>,
     /// `slurm-api-version`: force a REST API version (`v0.0.42`); `None` = negotiate.
     pub slurm_api_version: Option<String>,
     pub slurm_jwt_token: Option<Secret>,
@@ -141,6 +176,8 @@ impl Default for Config {
             slurm_state_dir: None,
             slurm_api_host: "localhost".into(),
             slurm_api_port: 6820,
+            slurm_api_scheme: ApiScheme::Http,
+            slurm_api_ca_file: None,
             slurm_api_version: None,
             slurm_jwt_token: None,
             slurm_extra_submission_params: serde_json::Map::new(),
@@ -206,6 +243,24 @@ pub enum ConfigError {
     },
     #[error("nsh.conf: bad value for '{key}': expected {expected}")]
     Invalid { key: String, expected: String },
+    /// `slurm-api-ca-file` names a file that cannot serve as the CA bundle.
+    #[error(
+        "nsh.conf: {at}: slurm-api-ca-file = {path}: {problem}; set it to a PEM file holding the \
+         CA certificate(s) that signed slurmrestd's (or its TLS proxy's) certificate"
+    )]
+    CaFile {
+        at: String,
+        path: String,
+        problem: String,
+    },
+    /// A CA file with plain HTTP: the user meant TLS, so refuse rather than send the token
+    /// in clear text while they believe it is protected.
+    #[error(
+        "nsh.conf: {at}: slurm-api-ca-file is set but slurm-api-scheme is http ({scheme_at}), \
+         so the CA would never be used and the token would cross the network unencrypted; \
+         set slurm-api-scheme = https, or remove slurm-api-ca-file"
+    )]
+    CaFileWithoutTls { at: String, scheme_at: String },
 }
 
 /// One place settings come from, applied in order by [`load_from`].
@@ -432,6 +487,7 @@ impl Config {
                 return Err(invalid(key, PORT_EXPECTED));
             }
         }
+        self.validate_tls()?;
         let needs_state_dir = matches!(
             self.job_scheduler,
             JobScheduler::Slurm | JobScheduler::SlurmNative
@@ -449,6 +505,37 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `slurm-api-ca-file` only with https, and only a file that holds usable certificates.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let Some(path) = &self.slurm_api_ca_file else {
+            return Ok(());
+        };
+        let at = self
+            .origins
+            .get("slurm-api-ca-file")
+            .cloned()
+            .unwrap_or_else(|| "slurm-api-ca-file".into());
+        if self.slurm_api_scheme == ApiScheme::Http {
+            let scheme_at = match self.origins.get("slurm-api-scheme") {
+                Some(origin) => format!("set at {origin}"),
+                None => "the default".into(),
+            };
+            return Err(ConfigError::CaFileWithoutTls { at, scheme_at });
+        }
+        read_ca_file(path)
+            .map(drop)
+            .map_err(|problem| ConfigError::CaFile {
+                at,
+                path: path.display().to_string(),
+                problem,
+            })
+    }
+
+    /// True when the token would go over plain HTTP to a host that is not this machine.
+    pub fn token_crosses_plain_http(&self) -> bool {
+        self.slurm_api_scheme == ApiScheme::Http && !is_loopback_host(&self.slurm_api_host)
     }
 
     fn missing(&self, key: &str, hint: &str) -> ConfigError {
@@ -470,6 +557,61 @@ impl Config {
             hint: hint.into(),
             files,
         }
+    }
+}
+
+/// Reads a PEM CA bundle: every `CERTIFICATE` block, each checked to be usable as a trust
+/// anchor. The error says what is wrong with the file (missing, unreadable, no certificate,
+/// a broken one), for [`ConfigError::CaFile`] and for the HTTP client.
+pub fn read_ca_file(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "the file does not exist".to_string(),
+        std::io::ErrorKind::PermissionDenied => {
+            "the file cannot be read (permission denied for this user)".to_string()
+        }
+        _ => format!("the file cannot be read ({e})"),
+    })?;
+    let mut certs = Vec::new();
+    for (index, item) in CertificateDer::pem_slice_iter(&bytes).enumerate() {
+        let cert = item.map_err(|e| format!("certificate {} is not valid PEM ({e})", index + 1))?;
+        let mut store = rustls::RootCertStore::empty();
+        store.add(cert.clone()).map_err(|e| {
+            format!(
+                "certificate {} is not a usable X.509 CA certificate ({e})",
+                index + 1
+            )
+        })?;
+        certs.push(cert);
+    }
+    if certs.is_empty() {
+        return Err(
+            "the file holds no certificate (no '-----BEGIN CERTIFICATE-----' block)".into(),
+        );
+    }
+    Ok(certs)
+}
+
+/// Whether `host` (a `slurm-api-host` value) is this machine: `localhost`, 127.0.0.0/8 or
+/// `::1` (also bracketed, or IPv4-mapped). Any other name may resolve anywhere.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.is_loopback(),
+        Ok(std::net::IpAddr::V6(v6)) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => false,
     }
 }
 
@@ -709,7 +851,7 @@ impl Loader {
                 let host_port = value.matches(':').count() == 1;
                 if value.is_empty() || value.contains([' ', '/']) || host_port {
                     return Err(bad(
-                        "a host name or IP address without 'http://' or ':port' (set the port with slurm-api-port)",
+                        "a host name or IP address without 'http://' or ':port' (set the port with slurm-api-port, https with slurm-api-scheme)",
                     ));
                 }
                 c.slurm_api_host = value.into();
@@ -718,6 +860,17 @@ impl Loader {
                 c.slurm_api_port = parse_port(value).ok_or_else(|| bad(PORT_EXPECTED))?
             }
             "pbs-port" => c.pbs_port = parse_port(value).ok_or_else(|| bad(PORT_EXPECTED))?,
+            "slurm-api-scheme" => {
+                c.slurm_api_scheme = ApiScheme::parse(value)
+                    .ok_or_else(|| bad("http or https (https needs TLS in front of slurmrestd)"))?;
+            }
+            "slurm-api-ca-file" => {
+                c.slurm_api_ca_file = optional_abs_dir(value)
+                    .map_err(|()| {
+                        bad("an absolute path to a PEM file with the CA certificate(s) for slurmrestd, or nothing for the built-in roots")
+                    })?
+                    .map(PathBuf::from);
+            }
             "slurm-api-version" => {
                 c.slurm_api_version = match value {
                     "" => None,
@@ -826,6 +979,8 @@ pub const SETTINGS: &[&str] = &[
     "slurm-state-dir",
     "slurm-api-host",
     "slurm-api-port",
+    "slurm-api-scheme",
+    "slurm-api-ca-file",
     "slurm-api-version",
     "slurm-jwt-token",
     "slurm-extra-submission-params",

@@ -113,11 +113,22 @@ pub async fn slurm_rest_from_config(
     slurm_rest::SlurmRest::connect_cached(
         &config.slurm_api_host,
         config.slurm_api_port,
+        &transport(config),
         token.expose(),
         config.slurm_api_version.as_deref(),
         cache.as_deref(),
     )
     .await
+}
+
+/// `slurm-api-scheme` and `slurm-api-ca-file` as the REST client's [`slurm_rest::Transport`].
+pub fn transport(config: &crate::config::Config) -> slurm_rest::Transport {
+    match config.slurm_api_scheme {
+        crate::config::ApiScheme::Http => slurm_rest::Transport::Http,
+        crate::config::ApiScheme::Https => slurm_rest::Transport::Https {
+            ca_file: config.slurm_api_ca_file.clone(),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,15 @@
 //! name), the name read from the token's `sun` claim. The token lives in a [`Token`] that
 //! never prints, its header is marked sensitive, and error details quoted from the server
 //! are scrubbed of it.
+//!
+//! Transport is plain HTTP (as the reference tool) or HTTPS with certificate and host-name
+//! verification (an nsh extension; [`Transport`]). A TLS failure is its own error
+//! ([`Error::Tls`]), told apart from "unreachable" by the rustls error in reqwest's source
+//! chain; an HTTPS client never makes a plain-HTTP request and no client follows redirects,
+//! so the token only ever goes where `nsh.conf` says, the way it says.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -110,6 +117,16 @@ pub enum Error {
         status: StatusCode,
         detail: String,
     },
+    #[error("{problem} ({endpoint}, while {action}); {check}")]
+    Tls {
+        endpoint: String,
+        action: String,
+        /// What failed, e.g. `TLS verification failed for host 10.0.0.1: …; the token was
+        /// not sent`.
+        problem: String,
+        /// What to check, naming the setting.
+        check: String,
+    },
     #[error("no answer from {endpoint} while {action}: is slurmrestd running and reachable?")]
     Unreachable {
         endpoint: String,
@@ -144,6 +161,140 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// How nsh reaches slurmrestd (`slurm-api-scheme`, `slurm-api-ca-file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    /// Verified TLS: against the PEM bundle `ca_file` only, or else the roots built into
+    /// nsh (Mozilla's, from the webpki-roots crate).
+    Https {
+        ca_file: Option<PathBuf>,
+    },
+}
+
+impl Transport {
+    fn scheme(&self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Https { .. } => "https",
+        }
+    }
+
+    /// For the negotiation cache key: an http probe is never reused for https, nor one
+    /// made with one CA for another.
+    fn cache_tag(&self) -> String {
+        match self {
+            Transport::Http => "http".into(),
+            Transport::Https { ca_file: None } => "https_builtin".into(),
+            Transport::Https {
+                ca_file: Some(path),
+            } => {
+                let hash = blake3::hash(path.as_os_str().as_encoded_bytes());
+                format!("https_ca{}", &hash.to_hex()[..16])
+            }
+        }
+    }
+
+    /// Which CAs verify the server, for messages.
+    pub fn trust(&self) -> Option<String> {
+        match self {
+            Transport::Http => None,
+            Transport::Https { ca_file: None } => {
+                Some("the built-in (Mozilla) root CAs; slurm-api-ca-file is not set".into())
+            }
+            Transport::Https {
+                ca_file: Some(path),
+            } => Some(format!("slurm-api-ca-file {}", path.display())),
+        }
+    }
+}
+
+/// The HTTP client for `transport`: timeouts, no proxy, no redirects, and for HTTPS only
+/// HTTPS with the configured CAs.
+fn http_client(transport: &Transport) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        // slurmrestd never redirects; following one would carry the token elsewhere.
+        .redirect(reqwest::redirect::Policy::none());
+    if let Transport::Https { ca_file } = transport {
+        builder = builder.https_only(true);
+        if let Some(path) = ca_file {
+            let certs = crate::config::read_ca_file(path).map_err(|problem| {
+                anyhow::anyhow!("slurm-api-ca-file = {}: {problem}", path.display())
+            })?;
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                let cert = reqwest::Certificate::from_der(&cert)
+                    .map_err(|e| anyhow::anyhow!("slurm-api-ca-file = {}: {e}", path.display()))?;
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))
+}
+
+/// The rustls error somewhere in `err`'s source chain. reqwest 0.12 nests it as
+/// `io::Error(Other, io::Error(InvalidData, rustls::Error))`, and `io::Error::source()` skips
+/// the error it wraps, so step into those with `get_ref()` instead.
+fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(err);
+    // Chains are a handful of links deep; the bound only guards against a cycle.
+    for _ in 0..32 {
+        let e = next?;
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// What failed and what to check, for a TLS error from rustls talking to `host`.
+fn tls_problem(err: &rustls::Error, host: &str, transport: &Transport) -> (String, String) {
+    use rustls::CertificateError as C;
+    let ca = match transport {
+        Transport::Https {
+            ca_file: Some(path),
+        } => format!("slurm-api-ca-file ({})", path.display()),
+        _ => "slurm-api-ca-file (not set: only the built-in root CAs are trusted)".into(),
+    };
+    let rustls::Error::InvalidCertificate(cert) = err else {
+        return (
+            format!("the TLS handshake with host {host} failed: {err}"),
+            "check that slurm-api-port is the TLS port (slurm-api-scheme = https needs a TLS \
+             proxy in front of slurmrestd) and that the proxy accepts TLS 1.2 or 1.3"
+                .into(),
+        );
+    };
+    // Verification happens inside the handshake, before any request byte: nothing, and so
+    // no token, went over this connection.
+    let problem = format!("TLS verification failed for host {host}: {err}; the token was not sent");
+    let check = match cert {
+        C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+            "check that the server certificate's names (subjectAltName) include '{host}', \
+             exactly as slurm-api-host says it"
+        ),
+        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+            "check the server certificate's validity dates and this machine's clock".into()
+        }
+        C::UnknownIssuer | C::BadSignature => {
+            format!("check that {ca} holds the CA that signed the server's certificate")
+        }
+        _ => format!("check {ca} and the server certificate (its names must include '{host}')"),
+    };
+    (problem, check)
 }
 
 /// The JWT. Never printed: `Debug` shows `[redacted]`.
@@ -218,6 +369,9 @@ struct Answer {
 /// The Slurm REST backend. Connect with [`SlurmRest::connect`].
 pub struct SlurmRest {
     client: reqwest::Client,
+    transport: Transport,
+    /// `slurm-api-host` as configured, for messages.
+    host: String,
     base_url: String,
     version: ApiVersion,
     paths: Paths,
@@ -262,15 +416,16 @@ fn write_cached_negotiation(path: &std::path::Path, version: ApiVersion, paths: 
 }
 
 impl SlurmRest {
-    /// Connects to slurmrestd at `host:port` and negotiates the API version: the newest one
-    /// both sides speak, or `forced_version` (`v0.0.42`) if the server serves it.
+    /// Connects to slurmrestd at `http://host:port` and negotiates the API version: the
+    /// newest one both sides speak, or `forced_version` (`v0.0.42`) if the server serves it.
+    #[cfg(test)]
     pub async fn connect(
         host: &str,
         port: u16,
         token: &str,
         forced_version: Option<&str>,
     ) -> anyhow::Result<SlurmRest> {
-        Self::connect_cached(host, port, token, forced_version, None).await
+        Self::connect_cached(host, port, &Transport::Http, token, forced_version, None).await
     }
 
     /// Like [`connect`](Self::connect), but reuses a negotiation recorded in `cache_dir`
@@ -279,6 +434,7 @@ impl SlurmRest {
     pub async fn connect_cached(
         host: &str,
         port: u16,
+        transport: &Transport,
         token: &str,
         forced_version: Option<&str>,
         cache_dir: Option<&std::path::Path>,
@@ -295,12 +451,8 @@ impl SlurmRest {
                 .map_err(|_| Error::BadToken("its `sun` claim is not a valid HTTP header value"))?;
             auth.insert(HeaderName::from_static("x-slurm-user-name"), name);
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .no_proxy()
-            .build()
-            .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
+        let client = http_client(transport)?;
+        let configured_host = host.to_owned();
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
         } else {
@@ -308,7 +460,9 @@ impl SlurmRest {
         };
         let mut rest = SlurmRest {
             client,
-            base_url: format!("http://{host}:{port}"),
+            transport: transport.clone(),
+            host: configured_host,
+            base_url: format!("{}://{host}:{port}", transport.scheme()),
             version: ApiVersion(0),
             paths: Paths {
                 submit: String::new(),
@@ -321,16 +475,20 @@ impl SlurmRest {
             auth,
         };
         let cache = cache_dir.map(|d| {
-            let key: String = format!("{host}_{port}_{}", forced_version.unwrap_or("auto"))
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
+            let key: String = format!(
+                "{}_{host}_{port}_{}",
+                transport.cache_tag(),
+                forced_version.unwrap_or("auto")
+            )
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
             d.join(format!("slurm-rest-{key}.json"))
         });
         if let Some((version, paths)) = cache.as_deref().and_then(read_cached_negotiation) {
@@ -358,6 +516,11 @@ impl SlurmRest {
     #[cfg(test)]
     pub fn version(&self) -> ApiVersion {
         self.version
+    }
+
+    /// How this client reaches slurmrestd.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// The user name sent in `X-SLURM-USER-NAME` (the token's `sun` claim).
@@ -415,10 +578,21 @@ impl SlurmRest {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let unreachable = |source| Error::Unreachable {
-            endpoint: self.describe(),
-            action: action.to_owned(),
-            source,
+        let unreachable = |source: reqwest::Error| match rustls_error(&source) {
+            Some(tls) => {
+                let (problem, check) = tls_problem(tls, &self.host, &self.transport);
+                Error::Tls {
+                    endpoint: self.describe(),
+                    action: action.to_owned(),
+                    problem,
+                    check,
+                }
+            }
+            None => Error::Unreachable {
+                endpoint: self.describe(),
+                action: action.to_owned(),
+                source,
+            },
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
@@ -434,6 +608,14 @@ impl SlurmRest {
             .scrub(error_detail(&answer.text, answer.json.as_ref()));
         let (endpoint, action, status) = (self.describe(), action.to_owned(), answer.status);
         let numbers = error_numbers(answer.json.as_ref());
+        let detail = if status.is_redirection() {
+            format!(
+                "{detail} (nsh follows no redirect, so the token goes only where nsh.conf says; \
+                 if this is a TLS proxy, set slurm-api-scheme = https and its port)"
+            )
+        } else {
+            detail
+        };
         let ambiguous = self.version == ApiVersion(38)
             && status == StatusCode::INTERNAL_SERVER_ERROR
             && !numbers.is_empty()
@@ -566,3 +748,5 @@ mod shapes;
 mod testbed_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
