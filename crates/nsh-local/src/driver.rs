@@ -217,6 +217,22 @@ fn job_params_of(
     Ok(extra)
 }
 
+/// Why nsh cannot build `drv` at all, if it cannot.
+fn not_for_nsh(drv: &Derivation) -> Option<String> {
+    // Outputs known only after the build (they need realisations).
+    if drv.is_floating_ca() {
+        return Some(
+            "it is a floating content-addressed derivation, which nsh does not build yet".into(),
+        );
+    }
+    // Fixed outputs nsh cannot check (text or git hashing, both experimental in Nix).
+    drv.outputs.keys().find_map(|name| {
+        drv.fixed_output(name)
+            .err()
+            .map(|e| format!("its fixed output '{name}' cannot be checked by nsh: {e}"))
+    })
+}
+
 fn accept_for_cluster<R: Read>(
     ui: &Ui,
     config: &Config,
@@ -225,31 +241,10 @@ fn accept_for_cluster<R: Read>(
     input: &mut RecordingReader<R>,
 ) -> Option<i32> {
     let prepared = prepare(config, nix_settings, &offer.drv_path);
-    // Floating content-addressed derivations: outputs are only known after the build (they
-    // need realisations). Declined, not failed: Nix may still build them locally.
-    if let Ok(p) = &prepared
-        && p.drv.is_floating_ca()
-    {
+    // Declined, not failed: Nix may still build these itself.
+    if let Some(why) = prepared.as_ref().ok().and_then(|p| not_for_nsh(&p.drv)) {
         ui.warn(&format!(
-            "nsh: not sending {} to the cluster: it is a floating content-addressed \
-             derivation, which nsh does not build yet",
-            offer.drv_path
-        ));
-        reply(&Reply::Decline);
-        return None;
-    }
-    // Fixed outputs nsh cannot check (text or git hashing, both experimental in Nix):
-    // declined, so Nix builds them itself.
-    if let Ok(p) = &prepared
-        && let Some((name, e)) = p
-            .drv
-            .outputs
-            .keys()
-            .find_map(|n| p.drv.fixed_output(n).err().map(|e| (n, e)))
-    {
-        ui.warn(&format!(
-            "nsh: not sending {} to the cluster: its fixed output '{name}' cannot be \
-             checked by nsh: {e}",
+            "nsh: not sending {} to the cluster: {why}",
             offer.drv_path
         ));
         reply(&Reply::Decline);

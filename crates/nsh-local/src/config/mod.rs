@@ -914,10 +914,7 @@ impl Loader {
                     .filter(|w| !w.is_empty())
                     .map(str::to_owned)
                     .collect();
-                if let Some(w) = words.iter().find(|w| {
-                    !w.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-                }) {
+                if let Some(w) = words.iter().find(|w| !job_params::is_param_name(w)) {
                     return Err(bad(&format!(
                         "job parameter names (letters, digits, '_', '.', '-'); {} is not one",
                         excerpt(w)

@@ -199,12 +199,7 @@ pub fn check_option_word(
     value: &str,
     separators: &[char],
 ) -> Result<(), ParamError> {
-    let name_ok = !name.is_empty()
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if !name_ok {
+    if !is_param_name(name) || name.starts_with('-') {
         return Err(ParamError::BadValue {
             attr,
             key: printable(name),
@@ -230,6 +225,14 @@ pub fn check_option_word(
         }),
         None => Ok(()),
     }
+}
+
+/// A parameter name: letters, digits, `_`, `.` and `-`, not empty.
+pub fn is_param_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Admin-side check of `slurm-extra-submission-params` and `allowed-job-params`: a reserved
