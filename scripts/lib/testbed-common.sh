@@ -18,16 +18,23 @@ tb_select_generation() {
   # NSH_TESTBED_INSTANCE (1-2 letters) gives a second, independent set of testbeds: its
   # own rootfs, namespaces and subnets (10.1xx.0) -- e.g. to try CI from a clean state
   # while the usual testbeds stay up.
-  local inst=${NSH_TESTBED_INSTANCE:-} tag=nshtb
+  # Each instance has its own third octet and uid range, so several can be up at once
+  # (two-letter names may share one: the number is taken modulo 250).
+  local inst=${NSH_TESTBED_INSTANCE:-} tag=nshtb idx=0
   if [ -n "$inst" ]; then
     [[ $inst =~ ^[a-z]{1,2}$ ]] || tb_die "NSH_TESTBED_INSTANCE must be 1-2 lowercase letters"
+    local c n=0
+    for ((c = 0; c < ${#inst}; c++)); do
+      n=$((n * 26 + $(printf '%d' "'${inst:c:1}") - 96))
+    done
+    idx=$((n % 250 + 1))
     octet=$((octet + 100)); tag=nsh$inst
   fi
   # Build users: every host of every testbed gets its own uids. All testbeds share the
   # host's PID namespace, and Nix kills every process of a build user before it uses it,
   # so a uid shared by two hosts kills builds on the other one.
-  TB_UID_BASE=$((40000 + (octet - 97) * 100))
-  TB_NET=10.$octet.0
+  TB_UID_BASE=$((40000 + (octet - 97) * 100 + idx * 300))
+  TB_NET=10.$octet.$idx
   TB_DIR=/var/lib/nsh-testbed/${inst:+$inst-}$TB_GEN
   TB_ROOT=$TB_DIR/root          # the Debian rootfs, shared by all hosts (like NFS /home, /etc)
   TB_STATE=$TB_DIR/state        # pids, logs, namespace handles, env file (host side)
