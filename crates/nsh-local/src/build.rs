@@ -182,7 +182,7 @@ impl Build<'_> {
                 Ok(chan) => return Ok(chan),
                 Err(e) => e,
             };
-            if !slot.move_if_refused().await? {
+            if !slot.move_if_refused(&err).await? {
                 return Err(err);
             }
             self.ui.warn(&format!(

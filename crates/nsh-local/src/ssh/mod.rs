@@ -83,12 +83,27 @@ impl Slot {
         .with_context(|| format!("cannot open an SSH connection to '{}'", self.host))
     }
 
-    /// Call after a command or channel through this slot failed. If the master is up but
-    /// refuses new sessions (sshd's MaxSessions reached), moves to a slot on another master
-    /// and returns true: the caller retries there. False if the failure was something
-    /// else; an error once [`MAX_REFUSALS`] masters refused.
-    pub async fn move_if_refused(&mut self) -> Result<bool> {
-        if !self.refuses_sessions().await {
+    /// Call after a command or channel through this slot failed with `failure`. If the
+    /// master is up but refused the session (sshd's MaxSessions reached), moves to a slot
+    /// on another master and returns true: the caller retries there. False if the failure
+    /// was something else; an error once [`MAX_REFUSALS`] masters refused.
+    pub async fn move_if_refused(&mut self, failure: &anyhow::Error) -> Result<bool> {
+        // A refused session makes ssh exit 255, which openssh reports as
+        // `RemoteProcessTerminated` (nsh's own commands never exit 255). The agent channel
+        // shows only an early end of its stream: ask with a trivial command then, which
+        // misses a refusal caused by a short command that has ended meanwhile.
+        let ssh_failed = failure.chain().any(|e| {
+            matches!(
+                e.downcast_ref::<openssh::Error>(),
+                Some(openssh::Error::RemoteProcessTerminated)
+            )
+        });
+        let refused = if ssh_failed {
+            self.master_up().await
+        } else {
+            self.refuses_sessions().await
+        };
+        if !refused {
             return Ok(false);
         }
         self.refused.push(self.held.master);
@@ -115,8 +130,7 @@ impl Slot {
     /// Whether this slot's master is up and a trivial command through it fails at the SSH
     /// level (openssh reports ssh's exit 255 as `RemoteProcessTerminated`).
     async fn refuses_sessions(&self) -> bool {
-        let record = self.host_dir.join(format!("m{}.ctl", self.held.master));
-        let Some(session) = master::resume(&record).await else {
+        let Some(session) = master::resume(&self.record()).await else {
             return false;
         };
         // A link that is down hangs the probe instead: not a refusal.
@@ -125,6 +139,15 @@ impl Slot {
             Ok(Err(openssh::Error::RemoteProcessTerminated)) => session.check().await.is_ok(),
             _ => false,
         }
+    }
+
+    /// Whether this slot's master answers `ssh -O check`.
+    async fn master_up(&self) -> bool {
+        master::resume(&self.record()).await.is_some()
+    }
+
+    fn record(&self) -> PathBuf {
+        self.host_dir.join(format!("m{}.ctl", self.held.master))
     }
 
     /// The master this slot is on (for messages and tests).
