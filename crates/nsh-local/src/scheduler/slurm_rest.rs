@@ -43,9 +43,9 @@ use serde_json::Value;
 
 use super::{JobId, JobSpec, JobStatus, Scheduler};
 use shapes::{
-    ESLURM_ALREADY_DONE, ESLURM_INVALID_JOB_ID, Paths, V0_0_38_AUTH_ERRORS, choose_version,
-    error_detail, error_numbers, find_job, is_auth_failure, job_status, served_versions,
-    submit_body, submitted_job_id, unknown_status,
+    ESLURM_ALREADY_DONE, ESLURM_INVALID_JOB_ID, LIMIT_ERRORS, Paths, V0_0_38_AUTH_ERRORS,
+    choose_version, error_detail, error_numbers, find_job, is_auth_failure, job_status,
+    served_versions, submit_body, submitted_job_id, unknown_status,
 };
 
 /// Oldest and newest REST API versions nsh speaks.
@@ -117,6 +117,16 @@ pub enum Error {
         status: StatusCode,
         detail: String,
     },
+    #[error(
+        "{endpoint} refused the job for a limit while {action}: {detail}; nsh postpones the \
+         build until a job of this user ends (set max-queued-jobs below the limit to stay \
+         clear of it)"
+    )]
+    Limit {
+        endpoint: String,
+        action: String,
+        detail: String,
+    },
     #[error("{problem} ({endpoint}, while {action}); {check}")]
     Tls {
         endpoint: String,
@@ -160,6 +170,12 @@ impl Error {
             }
             _ => false,
         }
+    }
+
+    /// True when slurmctld refused a submission for a per-user, account or QOS limit, or a
+    /// full queue: the same job may be accepted once other jobs end.
+    pub fn is_limit(&self) -> bool {
+        matches!(self, Error::Limit { .. })
     }
 }
 
@@ -616,6 +632,13 @@ impl SlurmRest {
         } else {
             detail
         };
+        if numbers.iter().any(|n| LIMIT_ERRORS.contains(n)) {
+            return Error::Limit {
+                endpoint,
+                action,
+                detail,
+            };
+        }
         let ambiguous = self.version == ApiVersion(38)
             && status == StatusCode::INTERNAL_SERVER_ERROR
             && !numbers.is_empty()
@@ -671,7 +694,11 @@ impl Scheduler for SlurmRest {
         let answer = self
             .request(Method::POST, &self.paths.submit, Some(&body), &action)
             .await?;
-        if !answer.status.is_success() {
+        // A refusal can come with HTTP 200 and no job id on some versions: check the list.
+        let refused = error_numbers(answer.json.as_ref())
+            .iter()
+            .any(|n| LIMIT_ERRORS.contains(n));
+        if !answer.status.is_success() || refused {
             return Err(self.error(&answer, &action).into());
         }
         let Some(json) = &answer.json else {
@@ -743,6 +770,8 @@ impl Scheduler for SlurmRest {
     }
 }
 
+#[cfg(test)]
+mod limit_tests;
 mod shapes;
 #[cfg(test)]
 mod testbed_tests;
