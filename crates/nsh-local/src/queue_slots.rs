@@ -45,28 +45,37 @@ pub fn claim(runtime_dir: &Path, cap: u32) -> Result<Claim> {
     if cap == 0 {
         return Ok(Claim::Uncapped);
     }
-    let dir = runtime_dir.join("queue-slots");
-    crate::runtime_dir::ensure_private_dir(&dir)?;
-    // Start at a random slot: hooks that all start at 0 would contend on the same files.
-    let start = rand::random::<u32>() % cap;
-    for i in 0..cap {
-        let path = dir.join(format!("slot-{}", (start + i) % cap));
+    Ok(match try_take(&runtime_dir.join("queue-slots"), cap)? {
+        Some(file) => Claim::Taken(Slot { file }),
+        None => Claim::Full { cap },
+    })
+}
+
+/// One of `n` files `slot-<i>` in `dir` (created 0700), locked with an exclusive `flock`,
+/// or `None` if other open files hold all of them. Also counts slurmrestd connections
+/// (scheduler/slurm_rest/permits.rs).
+pub fn try_take(dir: &Path, n: u32) -> Result<Option<File>> {
+    crate::runtime_dir::ensure_private_dir(dir)?;
+    // Start at a random slot: takers that all start at 0 would contend on the same files.
+    let start = rand::random::<u32>() % n.max(1);
+    for i in 0..n {
+        let path = dir.join(format!("slot-{}", (start + i) % n));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
             .open(&path)
-            .with_context(|| format!("cannot open the queue slot {}", path.display()))?;
+            .with_context(|| format!("cannot open the slot file {}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => return Ok(Claim::Taken(Slot { file })),
+            Ok(()) => return Ok(Some(file)),
             Err(TryLockError::WouldBlock) => {}
             Err(TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("cannot lock {}", path.display()));
             }
         }
     }
-    Ok(Claim::Full { cap })
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::{JobId, JobSpec, JobStatus, Scheduler};
+use permits::Permits;
 use shapes::{
     ESLURM_ALREADY_DONE, ESLURM_INVALID_JOB_ID, LIMIT_ERRORS, Paths, V0_0_38_AUTH_ERRORS,
     choose_version, error_detail, error_numbers, find_job, is_auth_failure, job_status,
@@ -144,6 +145,12 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    #[error("no connection to {endpoint} free while {action}: {detail}")]
+    Busy {
+        endpoint: String,
+        action: String,
+        detail: String,
+    },
     #[error("{endpoint} gave an unexpected answer while {action}: {detail}")]
     BadAnswer {
         endpoint: String,
@@ -163,7 +170,7 @@ impl Error {
     #[allow(dead_code)] // for postponing on transient errors; not used yet
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } => true,
+            Error::Unreachable { .. } | Error::Busy { .. } => true,
             Error::TokenRejected { ambiguous, .. } => *ambiguous,
             Error::Http { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
@@ -234,6 +241,8 @@ fn http_client(transport: &Transport) -> anyhow::Result<reqwest::Client> {
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .no_proxy()
+        // No idle keep-alive: an open connection must hold a permit (permits.rs).
+        .pool_max_idle_per_host(0)
         // slurmrestd never redirects; following one would carry the token elsewhere.
         .redirect(reqwest::redirect::Policy::none());
     if let Transport::Https { ca_file } = transport {
@@ -394,6 +403,7 @@ pub struct SlurmRest {
     user: Option<String>,
     token: Token,
     auth: HeaderMap,
+    permits: Permits,
 }
 
 impl fmt::Debug for SlurmRest {
@@ -489,6 +499,7 @@ impl SlurmRest {
             user,
             token,
             auth,
+            permits: Permits::new(cache_dir),
         };
         let cache = cache_dir.map(|d| {
             let key: String = format!(
@@ -610,6 +621,15 @@ impl SlurmRest {
                 source,
             },
         };
+        let _permit = self
+            .permits
+            .acquire(tokio::time::Instant::now() + REQUEST_TIMEOUT)
+            .await
+            .map_err(|detail| Error::Busy {
+                endpoint: self.describe(),
+                action: action.to_owned(),
+                detail,
+            })?;
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let text = response.text().await.map_err(unreachable)?;
@@ -772,6 +792,7 @@ impl Scheduler for SlurmRest {
 
 #[cfg(test)]
 mod limit_tests;
+mod permits;
 mod shapes;
 #[cfg(test)]
 mod testbed_tests;
