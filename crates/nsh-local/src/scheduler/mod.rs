@@ -85,6 +85,15 @@ pub fn refused_for_limit(e: &anyhow::Error) -> bool {
     })
 }
 
+/// True when trying the same request again later may work (slurmrestd unreachable or
+/// restarting, all of this host's connections busy).
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<slurm_rest::Error>()
+            .is_some_and(slurm_rest::Error::is_transient)
+    })
+}
+
 /// Checks a host name the scheduler gave before it reaches `ssh` or a message: letters,
 /// digits, `-`, `_` and `.`, starting with a letter or digit, at most 253 bytes. Anything
 /// else (`-oProxyCommand=…`, spaces, shell or control characters) comes from a confused or

@@ -167,7 +167,6 @@ pub enum Error {
 
 impl Error {
     /// True when trying again later may work (network trouble, a busy or restarting server).
-    #[allow(dead_code)] // for postponing on transient errors; not used yet
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unreachable { .. } | Error::Busy { .. } => true,
