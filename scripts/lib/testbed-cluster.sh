@@ -198,10 +198,8 @@ tb_start_daemons() {
   tb_start_daemon slurmctld "${TB_ENTER[@]}" /usr/sbin/slurmctld -D
   tb_start_daemon sshd-submit "${TB_ENTER[@]}" /usr/sbin/sshd -D -e -o "ListenAddress=$TB_SUBMIT_IP" -o PidFile=none
   tb_start_daemon nix-daemon-submit "${TB_ENTER[@]}" /usr/bin/nix-daemon
-  # SLURM_JWT=daemon: clients authenticate per request with X-SLURM-USER-* headers
-  tb_start_daemon slurmrestd "${TB_ENTER[@]}" "${as_rest[@]}" /usr/bin/env SLURM_JWT=daemon \
-    /usr/sbin/slurmrestd -a rest_auth/jwt -s "$(tb_rest_plugins)" \
-    "$TB_SUBMIT_IP:$TB_REST_PORT" "127.0.0.1:$TB_REST_PORT"
+  tb_start_rest
+  tb_enter_argv submit
   tb_start_daemon stunnel "${TB_ENTER[@]}" /usr/bin/stunnel4 "$TB_TLS_DIR/stunnel.conf"
   for n in $TB_NODES; do
     tb_enter_argv "$n"
@@ -209,6 +207,29 @@ tb_start_daemons() {
     tb_start_daemon "sshd-$n" "${TB_ENTER[@]}" /usr/sbin/sshd -D -e -o "ListenAddress=${TB_IP[$n]}" -o PidFile=none
     [ -e "$TB_STATE/nix-off" ] || tb_start_daemon "nix-daemon-$n" "${TB_ENTER[@]}" /usr/bin/nix-daemon
   done
+}
+
+tb_start_rest() {
+  local as_rest=(chroot --userspec=slurmrestd:slurmrestd /)
+  tb_enter_argv submit
+  # SLURM_JWT=daemon: clients authenticate per request with X-SLURM-USER-* headers
+  tb_start_daemon slurmrestd "${TB_ENTER[@]}" "${as_rest[@]}" /usr/bin/env SLURM_JWT=daemon \
+    /usr/sbin/slurmrestd -a rest_auth/jwt -s "$(tb_rest_plugins)" \
+    "$TB_SUBMIT_IP:$TB_REST_PORT" "127.0.0.1:$TB_REST_PORT"
+}
+
+# `rest stop|start`: slurmrestd alone (by its recorded PID), for tests of an API outage;
+# stunnel stays up and refuses nothing, so clients see the outage as slurmrestd sees it.
+tb_rest() {
+  tb_is_up || tb_die "testbed $TB_GEN is not up"
+  case ${1:-} in
+    stop) tb_stop_daemon slurmrestd ;;
+    start)
+      tb_start_rest
+      tb_wait_for 30 "slurmrestd" tb_rest_get /openapi/v3 root
+      ;;
+    *) tb_die "rest: expected stop or start" ;;
+  esac
 }
 
 tb_nodes_idle() {

@@ -62,6 +62,9 @@ impl Failure {
 
 const LOG_TAIL_LINES: usize = 25;
 
+/// How long the wait for the job's start rides out a busy or unreachable slurmrestd.
+const PATIENCE: Duration = Duration::from_secs(300);
+
 /// How long nsh tries to reach a lost agent again: well inside the agent's lease, so the
 /// agent is still there if the network comes back.
 const RECONNECT_WINDOW: Duration = Duration::from_secs(crate::job_script::LEASE_SECS * 3 / 4);
@@ -283,16 +286,25 @@ impl Build<'_> {
 
     /// Polls the scheduler until the job runs and names its host. Batch jobs start 1–3 s
     /// after submission (baselines.md), so poll often first, then settle to once a second.
+    /// Transient errors (slurmrestd busy or away) are retried for [`PATIENCE`].
     async fn wait_for_start<S: Scheduler>(&self, sched: &S) -> Result<String> {
         let started = Instant::now();
         let mut last_reason = None;
         // Shown in `nix build`'s progress display while the job waits (ended on return).
         let mut waiting = None;
         loop {
-            let status = sched
-                .status(&self.job)
-                .await
-                .with_context(|| format!("cannot get the state of job {}", self.job))?;
+            let status = match sched.status(&self.job).await {
+                Ok(s) => s,
+                // A busy or restarting slurmrestd is no reason to lose the build.
+                Err(e) if crate::scheduler::is_transient(&e) && started.elapsed() < PATIENCE => {
+                    tracing::warn!(job = %self.job, "polling: {e:#}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e.context(format!("cannot get the state of job {}", self.job)));
+                }
+            };
             match status.state {
                 JobState::Running => {
                     if let Some(host) = status.host.filter(|h| !h.is_empty()) {

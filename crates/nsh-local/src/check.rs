@@ -60,6 +60,8 @@ pub fn run() -> Result<()> {
             "at its default"
         }
     ));
+    // Held while the test job runs: it counts against the cap like any build.
+    let _slot = check_queue_cap(&config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -100,6 +102,33 @@ pub fn run() -> Result<()> {
 }
 
 /// For plain HTTP: an `ok` line when the token stays on this machine, else a `warn` line.
+/// `max-queued-jobs`: the slot files work, and how full the cap is now.
+fn check_queue_cap(config: &config::Config) -> Result<Option<crate::queue_slots::Slot>> {
+    use crate::queue_slots::{Claim, claim};
+    let cap = config.max_queued_jobs;
+    let dir = crate::runtime_dir::runtime_dir()?;
+    Ok(match claim(&dir, cap).context("max-queued-jobs")? {
+        Claim::Uncapped => {
+            ok("max-queued-jobs = 0: no cap on this host's queued jobs");
+            None
+        }
+        Claim::Taken(slot) => {
+            ok(&format!(
+                "max-queued-jobs = {cap}: queue slots in {} usable",
+                dir.join("queue-slots").display()
+            ));
+            Some(slot)
+        }
+        Claim::Full { cap } => {
+            println!(
+                "warn  max-queued-jobs = {cap}: all slots are held by builds of this host now; \
+                 the test job is submitted anyway"
+            );
+            None
+        }
+    })
+}
+
 fn plain_http_line(config: &config::Config) -> Option<String> {
     if config.slurm_api_scheme != config::ApiScheme::Http {
         return None;

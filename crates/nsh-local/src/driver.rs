@@ -17,6 +17,7 @@ use crate::fallback::Fallback;
 use crate::job_script::{self, JobFiles};
 use crate::local_store::LocalStore;
 use crate::nix_log::{self, Ui};
+use crate::queue_slots::{self, Claim, Slot};
 use crate::routing::{Route, route};
 use crate::scheduler::{JobSpec, Scheduler, job_params};
 
@@ -250,14 +251,29 @@ fn accept_for_cluster<R: Read>(
         reply(&Reply::Decline);
         return None;
     }
-    Some(accept_and_build(
-        ui,
-        config,
-        nix_settings,
-        offer,
-        input,
-        prepared,
-    ))
+    let slot = match prepared.as_ref().map(|_| queue_slot(config)) {
+        Ok(Ok(Claim::Full { cap })) => {
+            tracing::debug!(drv = offer.drv_path, cap, "max-queued-jobs reached");
+            reply(&Reply::Postpone);
+            return None;
+        }
+        Ok(Err(e)) => {
+            ui.error(&format!("nsh: max-queued-jobs: {e:#}"));
+            reply(&Reply::DeclinePermanently);
+            return None;
+        }
+        Ok(Ok(Claim::Taken(slot))) => Some(slot),
+        Ok(Ok(Claim::Uncapped)) | Err(_) => None,
+    };
+    accept_and_build(ui, config, nix_settings, offer, input, prepared, slot)
+}
+
+/// A place in this host's `max-queued-jobs`, taken before anything is submitted.
+fn queue_slot(config: &Config) -> Result<Claim> {
+    if config.max_queued_jobs == 0 {
+        return Ok(Claim::Uncapped);
+    }
+    queue_slots::claim(&crate::runtime_dir::runtime_dir()?, config.max_queued_jobs)
 }
 
 fn accept_and_build<R: Read>(
@@ -267,7 +283,8 @@ fn accept_and_build<R: Read>(
     offer: &Offer,
     input: &mut RecordingReader<R>,
     prepared: Result<Prepared>,
-) -> i32 {
+    slot: Option<Slot>,
+) -> Option<i32> {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -277,7 +294,7 @@ fn accept_and_build<R: Read>(
         Err(e) => {
             ui.error(&format!("nsh: cannot start its runtime: {e}"));
             reply(&Reply::Decline);
-            return 1;
+            return None;
         }
     };
     // Problems with the derivation itself: accept, then fail the build with the reason, so
@@ -288,7 +305,7 @@ fn accept_and_build<R: Read>(
             accept(ui, "nsh (not submitted)".into());
             let _ = hook::read_inputs_and_outputs(input);
             ui.error(&format!("nsh: {e:#}"));
-            return 100;
+            return Some(100);
         }
     };
     match config.job_scheduler {
@@ -298,8 +315,13 @@ fn accept_and_build<R: Read>(
                 Err(e) => {
                     ui.error(&format!("nsh: {e:#}"));
                     reply(&Reply::DeclinePermanently);
-                    return 0;
+                    return Some(0);
                 }
+            };
+            let to_submit = ToSubmit {
+                prepared,
+                slot,
+                sched: &sched,
             };
             rt.block_on(submit_and_build(
                 ui,
@@ -307,8 +329,7 @@ fn accept_and_build<R: Read>(
                 nix_settings,
                 offer,
                 input,
-                prepared,
-                &sched,
+                to_submit,
             ))
         }
         other => {
@@ -317,32 +338,46 @@ fn accept_and_build<R: Read>(
                  job-scheduler = slurm"
             ));
             reply(&Reply::DeclinePermanently);
-            0
+            Some(0)
         }
     }
 }
 
+/// What the submit needs besides the offer: the checked derivation, the queue slot it
+/// holds (`max-queued-jobs`) and the scheduler.
+struct ToSubmit<'a, S> {
+    prepared: Prepared,
+    slot: Option<Slot>,
+    sched: &'a S,
+}
+
+/// Submits the job, answers Nix and runs the build: `None` when the offer was postponed
+/// (the hook then reads Nix's next offer), else the hook's exit status.
 async fn submit_and_build<R: Read, S: Scheduler>(
     ui: &Ui,
     config: &Config,
     nix_settings: &BTreeMap<String, String>,
     offer: &Offer,
     input: &mut RecordingReader<R>,
-    prepared: Prepared,
-    sched: &S,
-) -> i32 {
+    to_submit: ToSubmit<'_, S>,
+) -> Option<i32> {
+    let ToSubmit {
+        prepared,
+        slot,
+        sched,
+    } = to_submit;
     let agent = match AgentBinary::locate() {
         Ok(a) => a,
         Err(e) => {
             ui.error(&format!("nsh: {e:#}"));
             reply(&Reply::DeclinePermanently);
-            return 0;
+            return Some(0);
         }
     };
     let Some(state_dir) = config.slurm_state_dir.clone() else {
         ui.error("nsh: 'slurm-state-dir' is required when job-scheduler = slurm");
         reply(&Reply::DeclinePermanently);
-        return 0;
+        return Some(0);
     };
     let key = hex::encode(rand::random::<[u8; 12]>());
     let token = hex::encode(rand::random::<[u8; 24]>());
@@ -357,6 +392,15 @@ async fn submit_and_build<R: Read, S: Scheduler>(
     };
     let job = match sched.submit(&spec).await {
         Ok(j) => j,
+        // Nix offers it again after build-poll-interval seconds: by then jobs may have ended.
+        Err(e) if crate::scheduler::refused_for_limit(&e) => {
+            tracing::debug!(
+                drv = offer.drv_path,
+                "submission refused for a limit: {e:#}"
+            );
+            reply(&Reply::Postpone);
+            return None;
+        }
         Err(e) => {
             ui.error(&format!(
                 "nsh: cannot submit the job for {} to {}: {e:#}",
@@ -364,11 +408,12 @@ async fn submit_and_build<R: Read, S: Scheduler>(
                 sched.describe()
             ));
             reply(&Reply::DeclinePermanently);
-            return 0;
+            return Some(0);
         }
     };
     // Started before the reply: from here on, however the hook ends, the job ends too.
-    let reaper = match crate::reaper::spawn(&job) {
+    // The reaper keeps the queue slot until the job has left the queue.
+    let reaper = match crate::reaper::spawn(&job, slot.as_ref()) {
         Ok(r) => Some(r),
         Err(e) => {
             ui.warn(&format!(
@@ -391,7 +436,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
             if let Some(r) = reaper {
                 r.release();
             }
-            return 1;
+            return Some(1);
         }
     };
     let build = Build {
@@ -415,7 +460,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
             if let Err(e) = sched.cancel(&job).await {
                 ui.warn(&format!("nsh: cancelling job {job} failed: {e:#}"));
                 // Leave the verdict to the reaper: it retries the cancel.
-                return exit_code;
+                return Some(exit_code);
             }
             exit_code
         }
@@ -423,7 +468,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
     if let Some(r) = reaper {
         r.release();
     }
-    code
+    Some(code)
 }
 
 /// The job's environment: a PATH that finds Nix where clusters install it, and the

@@ -12,6 +12,7 @@ mod job_script;
 mod local_store;
 mod nix_log;
 mod output_fetch;
+mod queue_slots;
 mod reaper;
 mod routing;
 mod runtime_dir;
@@ -41,7 +42,12 @@ enum Command {
     Check,
     /// Internal: cancels JOB unless the hook that started it says it is done.
     #[command(name = "__reap", hide = true)]
-    Reap { job: String },
+    Reap {
+        job: String,
+        /// The queue slot (`max-queued-jobs`) is on fd 3: keep it until the job is gone.
+        #[arg(long)]
+        holds_slot: bool,
+    },
 }
 
 fn init_tracing() {
@@ -72,7 +78,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Reap { job } => {
+        Command::Reap { job, holds_slot } => {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -83,7 +89,7 @@ fn main() -> ExitCode {
                 let config = config::load()?;
                 scheduler::slurm_rest_from_config(&config).await
             };
-            match reaper::run(&rt, &job, connect) {
+            match reaper::run(&rt, std::io::stdin(), &job, holds_slot, connect) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(_) => ExitCode::FAILURE,
             }

@@ -131,6 +131,10 @@ pub struct Config {
     pub remote_store: String,
     pub remote_nix_bin_dir: Option<String>,
     pub collect_garbage: bool,
+    /// `max-queued-jobs`: at most this many of this host's nsh jobs alive at once (pending
+    /// or running), counted across hook processes; beyond it nsh answers `# postpone`.
+    /// 0 = no cap.
+    pub max_queued_jobs: u32,
     pub slurm_state_dir: Option<String>,
     pub slurm_api_host: String,
     pub slurm_api_port: u16,
@@ -173,6 +177,7 @@ impl Default for Config {
             remote_store: "auto".into(),
             remote_nix_bin_dir: None,
             collect_garbage: false,
+            max_queued_jobs: 0,
             slurm_state_dir: None,
             slurm_api_host: "localhost".into(),
             slurm_api_port: 6820,
@@ -839,6 +844,11 @@ impl Loader {
                     _ => return Err(bad("true or false")),
                 };
             }
+            "max-queued-jobs" => {
+                c.max_queued_jobs = value.parse().map_err(|_| {
+                    bad("a number of jobs, e.g. 100 (0 = no cap); keep it below the site's per-user job limit")
+                })?;
+            }
             "slurm-state-dir" => {
                 let expected = if value.starts_with('~') {
                     "an absolute path ('~' is not expanded), e.g. /home/<user>/.nsh"
@@ -973,6 +983,7 @@ pub const SETTINGS: &[&str] = &[
     "remote-store",
     "remote-nix-bin-dir",
     "collect-garbage",
+    "max-queued-jobs",
     "slurm-state-dir",
     "slurm-api-host",
     "slurm-api-port",

@@ -262,6 +262,20 @@ fn bad_bool() {
 }
 
 #[test]
+fn max_queued_jobs() {
+    assert_eq!(Config::default().max_queued_jobs, 0);
+    assert_eq!(ok("max-queued-jobs = 3").max_queued_jobs, 3);
+    assert_eq!(ok("max-queued-jobs = 0").max_queued_jobs, 0);
+    for bad in ["-1", "three", "", "1.5"] {
+        let e = err(&format!("max-queued-jobs = {bad}"));
+        assert!(
+            e.contains("bad value") && e.contains("expected a number of jobs"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn bad_port() {
     assert_eq!(
         err("slurm-api-port = 70000"),

@@ -59,6 +59,9 @@ pub struct JobStatus {
     pub signal: Option<i32>,
     /// Why the job waits or failed, as the scheduler says it (`Resources`, `PartitionDown`…).
     pub reason: Option<String>,
+    /// The job still counts as queued (the scheduler's queue listing shows it: pending,
+    /// running, or still completing after it ended). `max-queued-jobs` counts these.
+    pub in_queue: bool,
 }
 
 /// The operations nsh needs from a batch scheduler. Errors name the scheduler endpoint and
@@ -71,6 +74,24 @@ pub trait Scheduler: Send + Sync {
     fn cancel(&self, id: &JobId) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Human-readable name of the endpoint, for messages (`slurmrestd at host:port (v0.0.42)`).
     fn describe(&self) -> String;
+}
+
+/// True when the scheduler refused a submission for a per-user, account or QOS limit
+/// (or a full queue): the same job may be accepted later, so the offer is postponed.
+pub fn refused_for_limit(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<slurm_rest::Error>()
+            .is_some_and(slurm_rest::Error::is_limit)
+    })
+}
+
+/// True when trying the same request again later may work (slurmrestd unreachable or
+/// restarting, all of this host's connections busy).
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<slurm_rest::Error>()
+            .is_some_and(slurm_rest::Error::is_transient)
+    })
 }
 
 /// Checks a host name the scheduler gave before it reaches `ssh` or a message: letters,

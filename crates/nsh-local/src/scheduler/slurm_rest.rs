@@ -42,10 +42,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::{JobId, JobSpec, JobStatus, Scheduler};
+use permits::Permits;
 use shapes::{
-    ESLURM_ALREADY_DONE, ESLURM_INVALID_JOB_ID, Paths, V0_0_38_AUTH_ERRORS, choose_version,
-    error_detail, error_numbers, find_job, is_auth_failure, job_status, served_versions,
-    submit_body, submitted_job_id, unknown_status,
+    ESLURM_ALREADY_DONE, ESLURM_INVALID_JOB_ID, LIMIT_ERRORS, Paths, V0_0_38_AUTH_ERRORS,
+    choose_version, error_detail, error_numbers, find_job, is_auth_failure, job_status,
+    served_versions, submit_body, submitted_job_id, unknown_status,
 };
 
 /// Oldest and newest REST API versions nsh speaks.
@@ -117,6 +118,16 @@ pub enum Error {
         status: StatusCode,
         detail: String,
     },
+    #[error(
+        "{endpoint} refused the job for a limit while {action}: {detail}; nsh postpones the \
+         build until a job of this user ends (set max-queued-jobs below the limit to stay \
+         clear of it)"
+    )]
+    Limit {
+        endpoint: String,
+        action: String,
+        detail: String,
+    },
     #[error("{problem} ({endpoint}, while {action}); {check}")]
     Tls {
         endpoint: String,
@@ -134,6 +145,12 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    #[error("no connection to {endpoint} free while {action}: {detail}")]
+    Busy {
+        endpoint: String,
+        action: String,
+        detail: String,
+    },
     #[error("{endpoint} gave an unexpected answer while {action}: {detail}")]
     BadAnswer {
         endpoint: String,
@@ -150,16 +167,21 @@ pub enum Error {
 
 impl Error {
     /// True when trying again later may work (network trouble, a busy or restarting server).
-    #[allow(dead_code)] // for postponing on transient errors; not used yet
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } => true,
+            Error::Unreachable { .. } | Error::Busy { .. } => true,
             Error::TokenRejected { ambiguous, .. } => *ambiguous,
             Error::Http { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }
             _ => false,
         }
+    }
+
+    /// True when slurmctld refused a submission for a per-user, account or QOS limit, or a
+    /// full queue: the same job may be accepted once other jobs end.
+    pub fn is_limit(&self) -> bool {
+        matches!(self, Error::Limit { .. })
     }
 }
 
@@ -218,6 +240,8 @@ fn http_client(transport: &Transport) -> anyhow::Result<reqwest::Client> {
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .no_proxy()
+        // No idle keep-alive: an open connection must hold a permit (permits.rs).
+        .pool_max_idle_per_host(0)
         // slurmrestd never redirects; following one would carry the token elsewhere.
         .redirect(reqwest::redirect::Policy::none());
     if let Transport::Https { ca_file } = transport {
@@ -378,6 +402,7 @@ pub struct SlurmRest {
     user: Option<String>,
     token: Token,
     auth: HeaderMap,
+    permits: Permits,
 }
 
 impl fmt::Debug for SlurmRest {
@@ -473,6 +498,7 @@ impl SlurmRest {
             user,
             token,
             auth,
+            permits: Permits::new(cache_dir),
         };
         let cache = cache_dir.map(|d| {
             let key: String = format!(
@@ -594,6 +620,15 @@ impl SlurmRest {
                 source,
             },
         };
+        let _permit = self
+            .permits
+            .acquire(tokio::time::Instant::now() + REQUEST_TIMEOUT)
+            .await
+            .map_err(|detail| Error::Busy {
+                endpoint: self.describe(),
+                action: action.to_owned(),
+                detail,
+            })?;
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let text = response.text().await.map_err(unreachable)?;
@@ -616,6 +651,13 @@ impl SlurmRest {
         } else {
             detail
         };
+        if numbers.iter().any(|n| LIMIT_ERRORS.contains(n)) {
+            return Error::Limit {
+                endpoint,
+                action,
+                detail,
+            };
+        }
         let ambiguous = self.version == ApiVersion(38)
             && status == StatusCode::INTERNAL_SERVER_ERROR
             && !numbers.is_empty()
@@ -671,7 +713,11 @@ impl Scheduler for SlurmRest {
         let answer = self
             .request(Method::POST, &self.paths.submit, Some(&body), &action)
             .await?;
-        if !answer.status.is_success() {
+        // A refusal can come with HTTP 200 and no job id on some versions: check the list.
+        let refused = error_numbers(answer.json.as_ref())
+            .iter()
+            .any(|n| LIMIT_ERRORS.contains(n));
+        if !answer.status.is_success() || refused {
             return Err(self.error(&answer, &action).into());
         }
         let Some(json) = &answer.json else {
@@ -743,6 +789,9 @@ impl Scheduler for SlurmRest {
     }
 }
 
+#[cfg(test)]
+mod limit_tests;
+mod permits;
 mod shapes;
 #[cfg(test)]
 mod testbed_tests;

@@ -17,6 +17,14 @@ pub(super) const MAX_QUOTED: usize = 300;
 pub(super) const ESLURM_INVALID_JOB_ID: i64 = 2017;
 /// `ESLURM_ALREADY_DONE`: the job is completing or completed.
 pub(super) const ESLURM_ALREADY_DONE: i64 = 2021;
+/// Submissions refused for a limit that frees up as jobs end (slurm_errno.h):
+/// `ESLURM_ACCOUNTING_POLICY` (2050: "Job violates accounting/QOS policy (job submit limit,
+/// user's size and/or time limits)", what `MaxSubmitJobs`/`MaxSubmitJobsPerUser` and the
+/// QOS and association limits give under `AccountingStorageEnforce=limits`),
+/// `ESLURM_ERROR_ON_DESC_TO_RECORD_COPY` (2007: "Unable to create job record, try again",
+/// MaxJobCount reached) and `EAGAIN` (11: "Resource temporarily unavailable"). sbatch
+/// sleeps and retries on the last two.
+pub(super) const LIMIT_ERRORS: [i64; 3] = [2050, 2007, 11];
 /// `SLURM_PROTOCOL_AUTHENTICATION_ERROR`: 24.11+ answers 511 with it for a bad token.
 pub(super) const SLURM_PROTOCOL_AUTHENTICATION_ERROR: i64 = 1007;
 /// What 22.05 (v0.0.38) answers, with HTTP 500, when slurmctld rejects the token: -1
@@ -363,8 +371,12 @@ pub(super) fn job_status(job: &Value) -> Result<JobStatus, String> {
     let reason = text("state_reason")
         .filter(|r| !r.is_empty() && *r != "None")
         .map(str::to_owned);
+    // squeue lists these; a COMPLETING flag next to an end state (v0.0.40+) counts too.
+    let listed =
+        |w: &String| PENDING_WORDS.contains(&w.as_str()) || RUNNING_WORDS.contains(&w.as_str());
     Ok(JobStatus {
         state,
+        in_queue: words.iter().any(listed),
         raw_state: words.join(","),
         host,
         exit_code,
@@ -381,6 +393,7 @@ pub(super) fn unknown_status() -> JobStatus {
         exit_code: None,
         signal: None,
         reason: None,
+        in_queue: false,
     }
 }
 

@@ -9,14 +9,16 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
-use super::shapes::{Paths, choose_version, exit_of, job_status, served_versions, submit_body};
+use super::shapes::{
+    Paths, choose_version, exit_of, job_status, served_versions, submit_body, unknown_status,
+};
 use super::{ApiVersion, Error, SlurmRest, Token};
 use crate::scheduler::{JobId, JobSpec, JobState, JobStatus, Scheduler};
 
 const SECRET_SIGNATURE: &str = "c2VjcmV0LXNpZ25hdHVyZS1kby1ub3QtbGVhaw";
 
 /// A JWT shaped like `scontrol token`'s, for user `sun`.
-fn token_for(sun: &str) -> String {
+pub(super) fn token_for(sun: &str) -> String {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let header = b64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let payload = b64.encode(format!(
@@ -25,7 +27,7 @@ fn token_for(sun: &str) -> String {
     format!("{header}.{payload}.{SECRET_SIGNATURE}")
 }
 
-fn spec() -> JobSpec {
+pub(super) fn spec() -> JobSpec {
     JobSpec {
         name: "nsh-hello".into(),
         script: "#!/bin/sh\nexit 0\n".into(),
@@ -58,7 +60,7 @@ fn version_parse() {
 }
 
 /// The paths 22.05 lists (facts/testbed-generations.md): no trailing slashes.
-fn doc_2205() -> Value {
+pub(super) fn doc_2205() -> Value {
     let mut paths = serde_json::Map::new();
     for version in ["v0.0.36", "v0.0.37", "v0.0.38"] {
         for p in [
@@ -77,7 +79,7 @@ fn doc_2205() -> Value {
 }
 
 /// The paths 26.05 lists (facts/testbed-sid.md): collections end with `/`.
-fn doc_2605() -> Value {
+pub(super) fn doc_2605() -> Value {
     let mut paths = serde_json::Map::new();
     for version in ["v0.0.42", "v0.0.43", "v0.0.44", "v0.0.45"] {
         for p in [
@@ -282,6 +284,7 @@ fn sid_26_05_samples() {
             exit_code: Some(0),
             signal: None,
             reason: None,
+            in_queue: false,
         }
     );
 
@@ -302,6 +305,25 @@ fn sid_26_05_samples() {
     assert_eq!(cancelled.state, JobState::Failed);
     assert_eq!(cancelled.raw_state, "CANCELLED,COMPLETING");
     assert_eq!((cancelled.exit_code, cancelled.signal), (None, Some(15)));
+    // Ended, but squeue still lists it until it has completed: it holds its queue slot.
+    assert!(cancelled.in_queue);
+}
+
+#[test]
+fn in_queue_follows_what_squeue_lists() {
+    for (words, listed) in [
+        (json!(["PENDING"]), true),
+        (json!(["RUNNING"]), true),
+        (json!(["COMPLETED", "COMPLETING"]), true),
+        (json!("COMPLETING"), true),
+        (json!(["COMPLETED"]), false),
+        (json!(["CANCELLED"]), false),
+        (json!("NODE_FAIL"), false),
+    ] {
+        let st = status(json!({"job_id":1,"job_state":words,"batch_host":"node1"}));
+        assert_eq!(st.in_queue, listed, "{words}");
+    }
+    assert!(!unknown_status().in_queue);
 }
 
 #[test]
@@ -496,9 +518,9 @@ fn debug_never_shows_the_token() {
 // --- HTTP against a scripted server -------------------------------------------------------
 
 #[derive(Debug, Clone)]
-struct Request {
-    method: String,
-    path: String,
+pub(super) struct Request {
+    pub(super) method: String,
+    pub(super) path: String,
     headers: Vec<(String, String)>,
     body: String,
 }
@@ -515,8 +537,8 @@ impl Request {
 type Route = dyn Fn(&Request) -> (u16, String) + Send + Sync;
 
 /// A one-request-per-connection HTTP/1.1 server; records every request.
-struct Server {
-    port: u16,
+pub(super) struct Server {
+    pub(super) port: u16,
     seen: Arc<Mutex<Vec<Request>>>,
 }
 
@@ -597,7 +619,7 @@ impl Server {
 }
 
 /// Serves `doc` as the OpenAPI document and `route` for everything else.
-async fn slurmrestd(
+pub(super) async fn slurmrestd(
     doc: Value,
     route: impl Fn(&Request) -> Option<(u16, String)> + Send + Sync + 'static,
 ) -> Server {
