@@ -2,9 +2,10 @@
 //! master, carrying length-prefixed bincode frames (nsh_wire::codec) both ways.
 
 use anyhow::{Context, Result, bail};
-use nsh_wire::agent_protocol::{AgentMsg, ClientMsg, PROTOCOL_VERSION};
+use nsh_wire::agent_protocol::{AgentMsg, ClientMsg, PROTOCOL_VERSION, keepalive_for};
 use nsh_wire::codec;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openssh::{Child, ChildStdin, ChildStdout, Session, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -18,11 +19,6 @@ pub struct AgentChannel {
     keepalive: Option<tokio::task::JoinHandle<()>>,
     pub host: String,
 }
-
-/// The agent ends the build if its client is silent for its lease (60 s). Waits can be
-/// longer than that — a big import, a long build, a big output — so a task pings
-/// throughout, whatever the rest of nsh is doing.
-const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Drop for AgentChannel {
     fn drop(&mut self) {
@@ -99,6 +95,7 @@ impl AgentChannel {
                 hostname,
                 nix_version,
                 store,
+                lease_ms,
             } => {
                 if version != PROTOCOL_VERSION {
                     bail!(
@@ -107,7 +104,10 @@ impl AgentChannel {
                          by content — remove the state dir's agents/ directory"
                     );
                 }
-                chan.start_keepalive();
+                // The agent ends the build if its client is silent for its lease. Waits
+                // can be longer — a big import, another job's upload, a long build — so a
+                // task pings throughout, whatever the rest of nsh is doing.
+                chan.start_keepalive(keepalive_for(Duration::from_millis(lease_ms)));
                 Ok((
                     chan,
                     AgentInfo {
@@ -122,14 +122,14 @@ impl AgentChannel {
         }
     }
 
-    fn start_keepalive(&mut self) {
+    fn start_keepalive(&mut self, every: Duration) {
         let writer = self.writer.clone();
         self.keepalive = Some(tokio::spawn(async move {
             let Ok(ping) = codec::encode_frame(&ClientMsg::Ping) else {
                 return;
             };
             loop {
-                tokio::time::sleep(KEEPALIVE).await;
+                tokio::time::sleep(every).await;
                 let mut w = writer.lock().await;
                 if w.write_all(&ping).await.is_err() || w.flush().await.is_err() {
                     return;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use nsh_wire::agent_protocol::{AgentMsg, BuildRequest, BuildResult, ClientMsg};
+use nsh_wire::agent_protocol::{AgentMsg, BuildRequest, BuildResult, ClientMsg, LEASE};
 use nsh_wire::derivation::Derivation;
 
 use crate::agent_channel::AgentChannel;
@@ -65,9 +65,8 @@ const LOG_TAIL_LINES: usize = 25;
 /// How long the wait for the job's start rides out a busy or unreachable slurmrestd.
 const PATIENCE: Duration = Duration::from_secs(300);
 
-/// How long nsh tries to reach a lost agent again: well inside the agent's lease, so the
-/// agent is still there if the network comes back.
-const RECONNECT_WINDOW: Duration = Duration::from_secs(crate::job_script::LEASE_SECS * 3 / 4);
+/// How long nsh tries to reach a lost agent again.
+const RECONNECT_WINDOW: Duration = nsh_wire::agent_protocol::reconnect_window(LEASE);
 
 fn is_channel_lost(e: &anyhow::Error) -> bool {
     e.downcast_ref::<crate::agent_channel::ChannelLost>()

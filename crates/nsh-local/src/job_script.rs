@@ -56,13 +56,11 @@ pub const EXIT_UNSAFE_STATE_DIR: i32 = 92;
 /// How long the job waits for nsh to upload the agent before giving up.
 const AGENT_WAIT_TENTHS: u32 = 1200;
 
-/// Lease of the agent: with no hook talking to it for this long, it ends the build.
-pub const LEASE_SECS: u64 = 60;
-
 pub fn render(config: &Config, files: &JobFiles, drv_path: &str, token: &str) -> String {
     let mut serve = format!(
-        "exec \"$a\" serve --dir {} --lease-secs {LEASE_SECS}",
-        sh_quote(&files.dir)
+        "exec \"$a\" serve --dir {} --lease-secs {}",
+        sh_quote(&files.dir),
+        nsh_wire::agent_protocol::LEASE.as_secs()
     );
     if config.remote_store != "auto" {
         serve.push_str(&format!(" --store {}", sh_quote(&config.remote_store)));

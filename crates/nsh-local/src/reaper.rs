@@ -10,7 +10,7 @@
 //! connect and cancel for [`PATIENCE`], pausing at most [`MAX_PAUSE`] between attempts, so
 //! the job goes within seconds of slurmrestd answering again. Bounded because a reaper
 //! that waits forever on an API that is gone for good piles up; a job that starts after it
-//! gave up ends on its own: no hook renews its agent's lease (job_script.rs `LEASE_SECS`).
+//! gave up ends on its own: no hook renews its agent's lease (nsh-wire agent_protocol.rs `LEASE`).
 //!
 //! With `max-queued-jobs`, the reaper also holds the hook's queue slot (queue_slots.rs):
 //! it inherits the locked file as fd 3 and exits only once the job has left the queue

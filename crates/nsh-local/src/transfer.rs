@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
-use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, ClientMsg, PathInfo};
+use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, ClientMsg, IMPORT_WINDOW, PathInfo};
 use nsh_wire::nar;
 
 use crate::agent_channel::AgentChannel;
@@ -33,7 +33,9 @@ pub fn zstd_level() -> i32 {
         .unwrap_or(1)
 }
 
-/// Sends the paths of `closure` the remote store lacks (one round trip to find out).
+/// Sends the paths of `closure` the remote store lacks (one round trip to find out; the
+/// agent answers it under the store's upload lock, so what another job is sending now is
+/// found present afterwards instead of sent twice).
 pub async fn upload_missing(
     chan: &mut AgentChannel,
     store: &LocalStore,
@@ -44,24 +46,7 @@ pub async fn upload_missing(
         closure: closure.len(),
         ..Default::default()
     };
-    chan.send(&ClientMsg::QueryMissing {
-        paths: closure.clone(),
-    })
-    .await?;
-    chan.flush().await?;
-    let lacking: HashSet<String> = match chan.recv().await? {
-        AgentMsg::Missing { paths } => paths.into_iter().collect(),
-        AgentMsg::Error { message } => bail!("the agent on {} failed: {message}", chan.host),
-        other => bail!(
-            "unexpected answer from the agent on {}: {other:?}",
-            chan.host
-        ),
-    };
-    // Only what we offered: the agent is not trusted to name paths.
-    let missing: Vec<String> = closure
-        .into_iter()
-        .filter(|p| lacking.contains(p))
-        .collect();
+    let missing = query_missing(chan, ui, closure).await?;
     stats.missing = missing.len();
     if missing.is_empty() {
         return Ok(stats);
@@ -82,6 +67,7 @@ pub async fn upload_missing(
         let fed = Arc::clone(&fed);
         tokio::task::spawn_blocking(move || produce_import_stream(sources, &fed, tx))
     };
+    let mut window = Window::default();
     while let Some(msg) = rx.recv().await {
         match &msg {
             ClientMsg::ImportPath(info) => progress.next_path(&info.path, info.nar_size),
@@ -91,7 +77,9 @@ pub async fn upload_missing(
             }
             _ => {}
         }
+        window.make_room(chan).await?;
         chan.send(&msg).await?;
+        window.sent += 1;
     }
     progress.end_path();
     producer
@@ -99,32 +87,92 @@ pub async fn upload_missing(
         .context("the thread that reads the inputs ended abnormally")??;
     chan.send(&ClientMsg::ImportEnd).await?;
     chan.flush().await?;
-    match chan.recv().await? {
-        AgentMsg::Imported { .. } => Ok(stats),
-        AgentMsg::Error { message } => {
-            let hint = if message.contains("hash mismatch") {
-                "; the local copy of that path does not match its recorded hash: check it \
-                 with 'nix-store --verify --check-contents' (--repair fixes it)"
-            } else if message.contains("lacks a signature")
-                || message.contains("lacks a valid signature")
-            {
-                "; the job's user is not trusted by the Nix daemon on the node, which then \
-                 accepts only signed paths: add that user to trusted-users in the nodes' \
-                 nix.conf, or set remote-store to a store that user owns (e.g. \
-                 /scratch/<user>/nix)"
-            } else {
-                ""
-            };
-            bail!(
-                "adding the inputs to the store on {} failed: {message}{hint}",
+    loop {
+        match chan.recv().await? {
+            AgentMsg::Imported { .. } => return Ok(stats),
+            AgentMsg::ImportAck { .. } => {}
+            AgentMsg::Error { message } => bail!(import_failed(&chan.host, &message)),
+            other => bail!(
+                "unexpected answer from the agent on {}: {other:?}",
                 chan.host
-            )
+            ),
         }
-        other => bail!(
-            "unexpected answer from the agent on {}: {other:?}",
-            chan.host
-        ),
     }
+}
+
+/// `QueryMissing` → the paths of `closure` the remote store lacks. The agent may first
+/// say that it waits (for another job's upload to the same store): that goes to the user.
+async fn query_missing(
+    chan: &mut AgentChannel,
+    ui: &Ui,
+    closure: Vec<String>,
+) -> Result<Vec<String>> {
+    chan.send(&ClientMsg::QueryMissing {
+        paths: closure.clone(),
+    })
+    .await?;
+    chan.flush().await?;
+    let lacking: HashSet<String> = loop {
+        match chan.recv().await? {
+            AgentMsg::Missing { paths } => break paths.into_iter().collect(),
+            AgentMsg::Waiting { reason } => ui.info(&format!("nsh: waiting for {reason}")),
+            AgentMsg::Error { message } => bail!("the agent on {} failed: {message}", chan.host),
+            other => bail!(
+                "unexpected answer from the agent on {}: {other:?}",
+                chan.host
+            ),
+        }
+    };
+    // Only what we offered: the agent is not trusted to name paths.
+    Ok(closure
+        .into_iter()
+        .filter(|p| lacking.contains(p))
+        .collect())
+}
+
+/// Credit for the upload: at most `IMPORT_WINDOW` import messages the agent has not
+/// acknowledged are in flight, so its queue never fills and the pings behind them are read
+/// at once, however long its import waits (on the node's daemon, say).
+#[derive(Default)]
+struct Window {
+    sent: u64,
+    acked: u64,
+}
+
+impl Window {
+    async fn make_room(&mut self, chan: &mut AgentChannel) -> Result<()> {
+        if self.sent < self.acked + IMPORT_WINDOW {
+            return Ok(());
+        }
+        // What is buffered must reach the agent, or its acks never come.
+        chan.flush().await?;
+        while self.sent >= self.acked + IMPORT_WINDOW {
+            match chan.recv().await? {
+                AgentMsg::ImportAck { consumed } => self.acked = self.acked.max(consumed),
+                AgentMsg::Error { message } => bail!(import_failed(&chan.host, &message)),
+                other => bail!(
+                    "unexpected message from the agent on {} during the upload: {other:?}",
+                    chan.host
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn import_failed(host: &str, message: &str) -> String {
+    let hint = if message.contains("hash mismatch") {
+        "; the local copy of that path does not match its recorded hash: check it \
+         with 'nix-store --verify --check-contents' (--repair fixes it)"
+    } else if message.contains("lacks a signature") || message.contains("lacks a valid signature") {
+        "; the job's user is not trusted by the Nix daemon on the node, which then \
+         accepts only signed paths: add that user to trusted-users in the nodes' \
+         nix.conf, or set remote-store to a store that user owns (e.g. \
+         /scratch/<user>/nix)"
+    } else {
+        ""
+    };
+    format!("adding the inputs to the store on {host} failed: {message}{hint}")
 }
 
 /// An upload in Nix's progress display, reported as Nix reports its own copies: one

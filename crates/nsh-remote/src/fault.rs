@@ -3,7 +3,7 @@
 //! state dir being the parent of the parent of `serve --dir`), read at each `FetchOutput`,
 //! or from `NSH_FAULT`. The file holds one mode name; `none` or no file = behave.
 //!
-//! Modes (all act on what `FetchOutput` sends; the normal job path is unchanged):
+//! Modes (all but the last two act on what `FetchOutput` sends; the normal job path is unchanged):
 //! - `corrupt-nar`: flips one byte of the real NAR in transit (after it was hashed, so
 //!   `NarEnd` still comes), at NAR offset 200 (or the last byte of a shorter NAR).
 //! - `nar-dotdot`, `nar-dot`, `nar-empty-name`, `nar-slash`, `nar-nul`: an entry named
@@ -18,6 +18,10 @@
 //! - `wrong-path`: `PathInfo` (and the real NAR) for a store path that is not the one
 //!   asked for (`/nix/store/000…0-nsh-fault-pwned`).
 //! - `bad-refs`: the real NAR with `/etc/passwd` and `nsh-fault-pwned` among the references.
+//!
+//! - `lease-ms=N` (read once, at start): a lease of N ms instead of `--lease-secs`, so
+//!   a test can wait past the lease without waiting a minute (tests/e2e/t34).
+//! - `stall-import-ms=N`: the worker sleeps N ms as each import starts (tests/e2e/t34).
 //!
 //! The hostile NARs are announced with their true hash and size (except `nar-oversize`),
 //! so only the client's decoder and checks stand in the way.
@@ -101,6 +105,41 @@ pub fn current() -> Option<Fault> {
         crate::log::log!("fault injection: {m:?}");
     }
     mode
+}
+
+/// `KEY=N` from the mode file or `NSH_FAULT`.
+fn number(key: &str) -> Option<u64> {
+    let from_file = STATE_DIR
+        .get()
+        .and_then(|d| std::fs::read_to_string(d.join(FAULT_FILE)).ok());
+    let text = from_file.or_else(|| std::env::var(FAULT_ENV).ok())?;
+    text.split([',', '\n']).find_map(|w| {
+        w.trim()
+            .strip_prefix(key)?
+            .strip_prefix('=')?
+            .parse::<u64>()
+            .ok()
+    })
+}
+
+/// The lease to serve with: `lease-ms=N`, else `lease`.
+pub fn lease(lease: std::time::Duration) -> std::time::Duration {
+    match number("lease-ms") {
+        Some(ms) => {
+            crate::log::log!("fault injection: lease {ms} ms");
+            std::time::Duration::from_millis(ms.max(100))
+        }
+        None => lease,
+    }
+}
+
+/// `stall-import-ms=N`: the worker sleeps N ms when an import starts, as when the node's
+/// daemon waits on a lock another job holds.
+pub fn stall_import() {
+    if let Some(ms) = number("stall-import-ms") {
+        crate::log::log!("fault injection: stalling the import {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// Flips one byte of the NAR stream once, at NAR offset 200.

@@ -22,6 +22,7 @@ mod procs;
 mod self_check;
 mod serve;
 mod session;
+mod store_lock;
 mod upload;
 
 /// nsh's build agent, run inside each batch job.
@@ -46,7 +47,7 @@ enum Command {
         #[arg(long)]
         nix_bin_dir: Option<PathBuf>,
         /// Seconds without a word from a client after which the build is stopped.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = nsh_wire::agent_protocol::LEASE.as_secs())]
         lease_secs: u64,
     },
     /// Bridge stdin/stdout to the agent socket (run through ssh).

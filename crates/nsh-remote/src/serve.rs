@@ -1,9 +1,11 @@
 //! `nsh-remote serve`: the agent's process-wide state, the socket, the lease and signals.
 //!
-//! The lease (design §4): the agent must end its job on its own when nsh is gone, even if
-//! the cluster API cannot be reached to cancel it. Every frame a client sends renews the
-//! lease, and so does opening or closing a connection; when it has not been renewed for
-//! `lease` the agent stops the build, removes its directory and exits with 75.
+//! The lease (docs/architecture.md, "Lease"): the agent must end its job on its own when nsh
+//! is gone, even if the cluster API cannot be reached to cancel it. Every frame a client
+//! sends renews the lease, and so does opening or closing a connection; when it has not
+//! been renewed for `lease` the agent stops the build, removes its directory and exits
+//! with 75. The session's reader reads every frame at once, whatever the worker waits on,
+//! so the lease follows the client's liveness.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -22,6 +24,7 @@ use crate::log::log;
 use crate::nix::{NixStore, TOKEN_ENV};
 use crate::procs::Children;
 use crate::session;
+use crate::store_lock::{StoreLocks, lock_dir};
 
 /// Exit status when the lease ran out (EX_TEMPFAIL).
 pub const EXIT_LEASE: i32 = 75;
@@ -44,8 +47,10 @@ pub struct Agent {
     pub hostname: String,
     pub nix_version: String,
     pub children: Arc<Children>,
+    /// The upload and GC locks of the store this agent uses (see `store_lock.rs`).
+    pub locks: StoreLocks,
     token: String,
-    lease: Duration,
+    pub lease: Duration,
     state: Mutex<State>,
     next_conn: AtomicU64,
     exiting: AtomicBool,
@@ -262,6 +267,20 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     prepare_dir(&opts.dir)?;
     #[cfg(feature = "fault-injection")]
     crate::fault::set_job_dir(&opts.dir);
+    #[cfg(feature = "fault-injection")]
+    let opts = ServeOptions {
+        lease: crate::fault::lease(opts.lease),
+        ..opts
+    };
+    // The job dir is `<state>/jobs/<key>` (job_script.rs in nsh-local).
+    let state_dir = opts
+        .dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(&opts.dir)
+        .to_path_buf();
+    let host = hostname();
+    let locks = StoreLocks::new(lock_dir(&state_dir, &host, &opts.store));
     let sock = opts.dir.join(SOCKET_NAME);
     match fs::remove_file(&sock) {
         Ok(()) => log!("removed stale {}", sock.display()),
@@ -276,9 +295,10 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         dir: opts.dir.clone(),
         nix,
         store: opts.store.clone(),
-        hostname: hostname(),
+        hostname: host,
         nix_version,
         children: Arc::new(Children::default()),
+        locks,
         token,
         lease: opts.lease,
         state: Mutex::new(State {
@@ -290,12 +310,13 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         exiting: AtomicBool::new(false),
     });
     log!(
-        "serving on {} (host {}, {}, store {}, lease {} s)",
+        "serving on {} (host {}, {}, store {}, lease {} ms, store locks in {})",
         sock.display(),
         agent.hostname,
         agent.nix_version,
         agent.store,
-        opts.lease.as_secs()
+        opts.lease.as_millis(),
+        agent.locks.dir().display()
     );
     let a = Arc::clone(&agent);
     thread::spawn(move || a.watch());

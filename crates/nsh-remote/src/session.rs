@@ -1,31 +1,89 @@
 //! One client connection: handshake, then requests in order.
 //!
 //! A reader thread takes frames off the socket, renews the lease and answers `Ping` at
-//! once (so a client can keep the lease while a build or a NAR is streaming); everything
-//! else goes, in order, to this connection's worker. An `Error` ends the connection; the
-//! build does not end with it.
+//! once (so a client keeps the lease while a build or a NAR streams, or the worker waits on
+//! a store lock or the node's daemon); everything else goes, in order, to this
+//! connection's worker. The upload is flow-controlled (`ImportAck`, `IMPORT_WINDOW`), so
+//! the worker's queue never fills and the reader never waits. An `Error` ends the
+//! connection; the build does not end with it.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use nsh_wire::agent_protocol::{AgentMsg, BuildRequest, ClientMsg, PROTOCOL_VERSION};
+use nsh_wire::agent_protocol::{
+    AgentMsg, BuildRequest, ClientMsg, IMPORT_WINDOW, PROTOCOL_VERSION,
+};
 use nsh_wire::codec;
 
 use crate::build::{Build, Next};
 use crate::import::Import;
 use crate::log::log;
 use crate::serve::Agent;
+use crate::store_lock::UploadLock;
 use crate::upload;
 
 /// How long an unauthenticated connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Requests queued for the worker: the import window, plus room for the one request a
+/// client may send beside it (a `Goodbye` after a failed upload).
+const QUEUE: usize = IMPORT_WINDOW as usize + 4;
+
+/// Takes frames off the socket, renews the lease and answers `Ping` at once. It never
+/// waits for the worker: a client that sends more than the import window allows is cut off
+/// rather than left unread (its pings would stay behind the data).
+fn spawn_reader(
+    conn: &Conn,
+    mut reader: BufReader<UnixStream>,
+    tx: SyncSender<ClientMsg>,
+) -> thread::JoinHandle<()> {
+    let (a, w, closed, id) = (
+        Arc::clone(&conn.agent),
+        Arc::clone(&conn.writer),
+        Arc::clone(&conn.closed),
+        conn.id,
+    );
+    thread::spawn(move || {
+        loop {
+            let error = match codec::read_frame::<ClientMsg>(&mut reader) {
+                Ok(Some(ClientMsg::Ping)) => {
+                    a.touch();
+                    if send_on(&w, &AgentMsg::Pong).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(Some(msg)) => {
+                    a.touch();
+                    match tx.try_send(msg) {
+                        Ok(()) => continue,
+                        Err(TrySendError::Disconnected(_)) => break,
+                        Err(TrySendError::Full(_)) => format!(
+                            "the client sent more than {QUEUE} requests ahead of the agent \
+                             (import window {IMPORT_WINDOW})"
+                        ),
+                    }
+                }
+                Ok(None) => {
+                    log!("connection {id}: client closed the connection");
+                    break;
+                }
+                Err(e) => format!("bad frame: {e}"),
+            };
+            log!("connection {id}: {error}");
+            let _ = send_on(&w, &AgentMsg::Error { message: error });
+            break;
+        }
+        closed.store(true, Ordering::SeqCst);
+    })
+}
 
 struct Conn {
     agent: Arc<Agent>,
@@ -109,46 +167,11 @@ fn serve_inner(agent: &Arc<Agent>, stream: UnixStream, id: u64) -> Result<()> {
         hostname: agent.hostname.clone(),
         nix_version: agent.nix_version.clone(),
         store: agent.store.clone(),
+        lease_ms: u64::try_from(agent.lease.as_millis()).unwrap_or(u64::MAX),
     })?;
 
-    let (tx, rx) = sync_channel::<ClientMsg>(16);
-    let (a, w, closed) = (
-        Arc::clone(agent),
-        Arc::clone(&conn.writer),
-        Arc::clone(&conn.closed),
-    );
-    let reader_thread = thread::spawn(move || {
-        loop {
-            match codec::read_frame::<ClientMsg>(&mut reader) {
-                Ok(Some(msg)) => {
-                    a.touch();
-                    if matches!(msg, ClientMsg::Ping) {
-                        if send_on(&w, &AgentMsg::Pong).is_err() {
-                            break;
-                        }
-                    } else if tx.send(msg).is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => {
-                    log!("connection {id}: client closed the connection");
-                    break;
-                }
-                Err(e) => {
-                    log!("connection {id}: bad frame: {e}");
-                    let _ = send_on(
-                        &w,
-                        &AgentMsg::Error {
-                            message: format!("bad frame: {e}"),
-                        },
-                    );
-                    break;
-                }
-            }
-        }
-        closed.store(true, Ordering::SeqCst);
-    });
-
+    let (tx, rx) = sync_channel::<ClientMsg>(QUEUE);
+    let reader_thread = spawn_reader(&conn, reader, tx);
     let result = conn.work(rx);
     if let Err(e) = &result {
         log!("connection {id}: {e:#}");
@@ -169,8 +192,7 @@ fn serve_inner(agent: &Arc<Agent>, stream: UnixStream, id: u64) -> Result<()> {
 impl Conn {
     /// Handles requests until the client leaves; an `Err` is sent to the client.
     fn work(&self, rx: Receiver<ClientMsg>) -> Result<()> {
-        // Import progress belongs to this connection and is dropped (aborted) with it.
-        let mut import: Option<Import> = None;
+        let mut up = Upload::default();
         while let Ok(msg) = rx.recv() {
             if self.agent.is_exiting() {
                 return Ok(());
@@ -178,41 +200,65 @@ impl Conn {
             match msg {
                 ClientMsg::Hello { .. } => return Err(anyhow!("unexpected second Hello")),
                 ClientMsg::Ping => self.send(&AgentMsg::Pong)?,
-                ClientMsg::QueryMissing { paths } => {
-                    let missing = self.agent.nix.query_missing(&paths)?;
-                    log!("query: {} of {} paths missing", missing.len(), paths.len());
-                    self.send(&AgentMsg::Missing { paths: missing })?;
-                }
+                ClientMsg::QueryMissing { paths } => self.query(&paths, &mut up)?,
                 ClientMsg::ImportPath(info) => {
-                    if import.is_none() {
-                        import = Some(Import::start(&self.agent.nix, &self.agent.children)?);
-                    }
-                    if let Some(i) = import.as_mut() {
-                        i.announce(info)?;
-                    }
+                    up.import(self)?.announce(info)?;
+                    self.ack(&mut up)?;
                 }
                 ClientMsg::ImportChunk(data) => {
-                    if import.is_none() {
-                        import = Some(Import::start(&self.agent.nix, &self.agent.children)?);
-                    }
-                    if let Some(i) = import.as_mut() {
-                        i.chunk(&data);
-                    }
+                    up.import(self)?.chunk(&data);
+                    self.ack(&mut up)?;
                 }
                 ClientMsg::ImportEnd => {
-                    let i = match import.take() {
+                    let i = match up.import.take() {
                         Some(i) => i,
                         None => Import::start(&self.agent.nix, &self.agent.children)?,
                     };
-                    let paths = i.finish()?;
-                    self.send(&AgentMsg::Imported { paths })?;
+                    let paths = i.finish();
+                    up = Upload::default();
+                    self.send(&AgentMsg::Imported { paths: paths? })?;
                 }
-                ClientMsg::Build(req) => self.build(&req)?,
+                ClientMsg::Build(req) => {
+                    up = Upload::default();
+                    self.build(&req)?
+                }
                 ClientMsg::FetchOutput { path } => self.fetch(&path)?,
-                ClientMsg::Goodbye { collect_garbage } => self.goodbye(collect_garbage),
+                ClientMsg::Goodbye { collect_garbage } => {
+                    drop(up);
+                    self.goodbye(collect_garbage)
+                }
             }
         }
         Ok(())
+    }
+
+    /// `QueryMissing`: under the store's upload lock (waiting for another job's upload to
+    /// end), so the answer stays true until our own import ends; a GC waits for us from now.
+    fn query(&self, paths: &[String], up: &mut Upload) -> Result<()> {
+        *up = Upload::default();
+        let locks = &self.agent.locks;
+        locks.hold_gc_shared(&mut || self.waiting("another job's garbage collection"))?;
+        let lock = locks.upload(&mut || self.waiting("another job's upload"))?;
+        let missing = self.agent.nix.query_missing(paths)?;
+        log!("query: {} of {} paths missing", missing.len(), paths.len());
+        if !missing.is_empty() {
+            up.lock = Some(lock);
+        }
+        self.send(&AgentMsg::Missing { paths: missing })
+    }
+
+    fn waiting(&self, what: &str) {
+        log!("connection {}: waiting for {what} to this store", self.id);
+        let reason = format!("{what} to the store on {}", self.agent.hostname);
+        // Only news: a client that is gone finds out with the next message.
+        let _ = self.send(&AgentMsg::Waiting { reason });
+    }
+
+    fn ack(&self, up: &mut Upload) -> Result<()> {
+        up.consumed += 1;
+        self.send(&AgentMsg::ImportAck {
+            consumed: up.consumed,
+        })
     }
 
     fn build(&self, req: &BuildRequest) -> Result<()> {
@@ -294,16 +340,53 @@ impl Conn {
         // collection takes the outputs too (the client has its copy).
         agent.remove_dir();
         if collect_garbage {
-            // Registered, so that a SIGTERM meanwhile stops it too.
-            match agent.nix.run_registered(&agent.children, &["--gc"]) {
-                Ok(out) => log!("nix-store --gc: {}", out.trim()),
-                Err(e) => log!("nix-store --gc failed (ignored): {e:#}"),
-            }
+            collect(agent);
         }
         if let Err(e) = self.send(&AgentMsg::Bye) {
             log!("sending Bye: {e:#}");
         }
         log!("exit 0");
         std::process::exit(0)
+    }
+}
+
+/// One upload of this connection: the upload lock from the query on, the import, and how
+/// many import messages it consumed (for `ImportAck`). Dropped (lock released, import
+/// abandoned) with the connection, or when the next request starts.
+#[derive(Default)]
+struct Upload {
+    lock: Option<UploadLock>,
+    import: Option<Import>,
+    consumed: u64,
+}
+
+impl Upload {
+    fn import(&mut self, conn: &Conn) -> Result<&mut Import> {
+        if self.import.is_none() {
+            self.import = Some(Import::start(&conn.agent.nix, &conn.agent.children)?);
+            #[cfg(feature = "fault-injection")]
+            crate::fault::stall_import();
+        }
+        self.import
+            .as_mut()
+            .ok_or_else(|| anyhow!("the import did not start"))
+    }
+}
+
+/// `collect-garbage` at goodbye: only when no other agent holds the store's GC lock (their
+/// inputs may have no GC root yet); the last one out collects.
+fn collect(agent: &Agent) {
+    match agent.locks.release_for_gc() {
+        Ok(Some(_exclusive)) => {
+            // Registered, so that a SIGTERM meanwhile stops it too.
+            match agent.nix.run_registered(&agent.children, &["--gc"]) {
+                Ok(out) => log!("nix-store --gc: {}", out.trim()),
+                Err(e) => log!("nix-store --gc failed (ignored): {e:#}"),
+            }
+        }
+        Ok(None) => log!(
+            "not collecting garbage: another nsh job uses this store (the last one out collects)"
+        ),
+        Err(e) => log!("not collecting garbage: {e:#}"),
     }
 }

@@ -6,11 +6,44 @@
 //! chunk boundary means nothing to the decoder. Every message is one frame (see
 //! [`crate::codec`]).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below. Both sides refuse a mismatch
 /// with an error that names both versions, rather than misreading frames.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: `ImportAck` (flow control of the upload), `Waiting`, `lease_ms` in the agent's `Hello`.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The agent's lease: with no frame from a client for this long, it ends its build and job
+/// (nsh is gone, or cut off past reconnecting). The job script passes it to `serve`.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+/// How often nsh pings at most; a quarter of a shorter lease (a test agent's) if less, so
+/// three pings in a row can be late before the lease runs out.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// The keepalive period for an agent whose lease is `lease`.
+pub fn keepalive_for(lease: Duration) -> Duration {
+    let quarter = lease / 4;
+    if quarter < KEEPALIVE {
+        quarter.max(Duration::from_millis(100))
+    } else {
+        KEEPALIVE
+    }
+}
+
+/// How long nsh tries to reach a lost agent again: well inside its lease, so the agent is
+/// still there if the network comes back.
+pub const fn reconnect_window(lease: Duration) -> Duration {
+    Duration::from_millis(lease.as_millis() as u64 * 3 / 4)
+}
+
+/// Import messages (`ImportPath`, `ImportChunk`) nsh may have sent that the agent has not
+/// acknowledged with `ImportAck`. The agent's queue holds this many and no more, so its
+/// reader never waits on a busy worker and always reads the next `Ping` at once. At most
+/// `IMPORT_WINDOW * CHUNK_SIZE` (16 MiB) in flight: more than a fast link's round trip.
+pub const IMPORT_WINDOW: u64 = 16;
 
 /// Largest data chunk either side sends; the codec refuses frames much larger than this.
 pub const CHUNK_SIZE: usize = 1 << 20;
@@ -78,6 +111,8 @@ pub enum AgentMsg {
         nix_version: String,
         /// The store URL the agent uses (`auto` or the configured `remote-store`).
         store: String,
+        /// The agent's lease in milliseconds: nsh pings at [`keepalive_for`] it.
+        lease_ms: u64,
     },
     Missing {
         paths: Vec<String>,
@@ -104,6 +139,17 @@ pub enum AgentMsg {
     },
     Pong,
     Bye,
+    /// The agent has consumed this many import messages of the current upload (counted
+    /// from its first `ImportPath` or `ImportChunk`): nsh may send up to
+    /// [`IMPORT_WINDOW`] beyond it.
+    ImportAck {
+        consumed: u64,
+    },
+    /// The agent waits before answering (another job's upload to this store, or its garbage
+    /// collection); the lease keeps running on pings meanwhile.
+    Waiting {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,4 +161,23 @@ pub struct BuildResult {
     pub message: String,
     /// Store paths `nix-store --realise` printed (the built outputs).
     pub outputs: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_leaves_room_for_late_pings() {
+        assert_eq!(keepalive_for(LEASE), KEEPALIVE);
+        assert_eq!(
+            keepalive_for(Duration::from_secs(4)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            keepalive_for(Duration::from_millis(10)),
+            Duration::from_millis(100)
+        );
+        assert!(reconnect_window(LEASE) < LEASE);
+    }
 }
