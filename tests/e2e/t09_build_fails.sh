@@ -10,7 +10,7 @@ NIX
 } | put_file "$WORK/fails.nix"
 
 nsh_build fails "$WORK/fails.nix"
-[ "$BUILD_RC" != 0 ] || fail "the failing build succeeded"
+assert_rc 100 fails
 job=$(job_ids fails | head -n1)
 assert_log fails "job $job on node[12]"
 assert_log fails 'exit (status|code) [0-9]+'

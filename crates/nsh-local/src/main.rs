@@ -13,6 +13,7 @@ mod local_store;
 mod nix_log;
 mod output_fetch;
 mod reaper;
+mod resubmit;
 mod routing;
 mod runtime_dir;
 mod scheduler;
