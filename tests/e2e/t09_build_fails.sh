@@ -10,7 +10,10 @@ NIX
 } | put_file "$WORK/fails.nix"
 
 nsh_build fails "$WORK/fails.nix"
-assert_rc 100 fails
+[ "$BUILD_RC" != 0 ] || fail "the failing build succeeded"
+# The hook's own exit status (100: the builder failed), as Nix reports it.
+assert_log fails 'builder failed with exit code 100'
+assert_log fails 'the builder failed \(remote nix-store exit status'
 job=$(job_ids fails | head -n1)
 assert_log fails "job $job on node[12]"
 assert_log fails 'exit (status|code) [0-9]+'

@@ -48,7 +48,7 @@ kill_agent
 [ "$BUILD_RC" = 0 ] || { tail -n 20 "$BG_LOG" >&2; fail "nix-build failed ($BUILD_RC) though the build was resubmitted"; }
 msg=$(grep -E "nsh: job $first_job on $node .*agent died or was killed.*resubmitting \(attempt 2 of 3\)" "$BG_LOG" | head -n1 || true)
 [ -n "$msg" ] || { tail -n 20 "$BG_LOG" >&2; fail "no resubmission message naming job $first_job, $node and the killed agent"; }
-second_job=$(grep -oE "resubmitted /nix/store/[a-z0-9]+-agent-killed\.drv as job [0-9]+" "$BG_LOG" | awk '{print $NF}' | tail -n1)
+second_job=$(grep -oE "resubmitted /nix/store/[a-z0-9]+-agent-killed\.drv as job [0-9]+" "$BG_LOG" | awk '{print $NF}' | tail -n1 || true)
 [ -n "$second_job" ] && [ "$second_job" != "$first_job" ] || fail "no second job in the log"
 grep -qE "job $second_job is running on node[12]" "$BG_LOG" || fail "job $second_job never ran"
 for p in "${outs[@]}"; do on_submit nix-store --check-validity "$p" || fail "$p is not valid"; done
@@ -67,6 +67,7 @@ start_ticking_build agent-killed-once 30
 unset BUILD_ENV
 kill_agent
 [ "$BUILD_RC" = 1 ] || { tail -n 20 "$BG_LOG" >&2; fail "nix-build exited $BUILD_RC, expected 1 (misc failure)"; }
+grep -qF 'builder failed with exit code 1.' "$BG_LOG" || fail "Nix does not report the hook's exit status 1"
 msg=$(grep -E "infrastructure lost this build, not the builder: 1 attempt\(s\) on $node" "$BG_LOG" | head -n1 || true)
 [ -n "$msg" ] || { tail -n 20 "$BG_LOG" >&2; fail "no message saying the infrastructure lost the build on $node"; }
 grep -qE "job $job on $node ended .*agent died or was killed" "$BG_LOG" || fail "the message does not name job $job, $node and the killed agent"

@@ -77,7 +77,7 @@ say "nix-build ended $(( (t_end - t_lost) / 1000000 )) ms after the loss (exit $
 [ "$BUILD_RC" = 0 ] || { tail -n 30 "$BG_LOG" >&2; fail "the build failed although $other was healthy"; }
 grep -qE "job $first_job on $first_node.*resubmitting \(attempt 2 of 3\)" "$BG_LOG" ||
   { tail -n 30 "$BG_LOG" >&2; fail "no resubmission message naming job $first_job on $first_node"; }
-second_job=$(grep -oE "resubmitted /nix/store/[a-z0-9]+-node-lost\.drv as job [0-9]+" "$BG_LOG" | awk '{print $NF}' | tail -n1)
+second_job=$(grep -oE "resubmitted /nix/store/[a-z0-9]+-node-lost\.drv as job [0-9]+" "$BG_LOG" | awk '{print $NF}' | tail -n1 || true)
 [ -n "$second_job" ] && [ "$second_job" != "$first_job" ] || fail "no second job in the log"
 second_node=$(grep -oE "job $second_job is running on [^ ]+" "$BG_LOG" | awk '{print $NF}' | tail -n1)
 [ "$second_node" = "$other" ] || fail "job $second_job ran on '${second_node}', expected $other"
@@ -102,6 +102,7 @@ wait_build "$BOTH_BOUND"
 ms=$(( (t_end - t_lost) / 1000000 ))
 say "nix-build ended $ms ms after both nodes were lost (exit $BUILD_RC)"
 [ "$BUILD_RC" = 1 ] || { tail -n 30 "$BG_LOG" >&2; fail "nix-build exited $BUILD_RC, expected 1 (misc failure)"; }
+grep -qF 'builder failed with exit code 1.' "$BG_LOG" || fail "Nix does not report the hook's exit status 1"
 msg=$(grep -E "infrastructure lost this build, not the builder: [0-9]+ attempt\(s\) on node" "$BG_LOG" | head -n1 || true)
 [ -n "$msg" ] || { tail -n 30 "$BG_LOG" >&2; fail "no message saying the infrastructure lost the build"; }
 say "message: $msg"
