@@ -23,7 +23,7 @@ use crate::job_script::JobFiles;
 use crate::local_store::LocalStore;
 use crate::nix_log::{ACT_UNKNOWN, LVL_TALKATIVE, Ui};
 use crate::scheduler::{JobId, JobState, JobStatus, Scheduler};
-use crate::ssh::SshPool;
+use crate::ssh::{Slot, SshPool};
 use crate::transfer;
 
 /// Everything one build needs, gathered before the job was submitted.
@@ -78,7 +78,12 @@ impl Build<'_> {
             .info(&format!("nsh: job {} is running on {host}", self.job));
         let pool = SshPool::new(&crate::runtime_dir::runtime_dir().map_err(Failure::other)?)
             .map_err(Failure::other)?;
-        let mut chan = match self.connect(&pool, &host, true).await {
+        // Held to the end of the build: every session below goes through its master.
+        let mut slot = pool
+            .slot(&host)
+            .await
+            .map_err(|e| Failure::other(e.context(format!("job {} on {host}", self.job))))?;
+        let mut chan = match self.connect(&mut slot, &host, true).await {
             Ok(c) => c,
             Err(e) => return Err(self.first_contact_failed(sched, &host, e).await),
         };
@@ -92,7 +97,7 @@ impl Build<'_> {
                         "nsh: job {} on {host}: {:#}; reconnecting",
                         self.job, f.error
                     ));
-                    match self.reconnect(sched, &pool, &host).await {
+                    match self.reconnect(sched, &mut slot, &host).await {
                         Ok(c) => chan = c,
                         Err(f) => break Err(f),
                     }
@@ -127,7 +132,7 @@ impl Build<'_> {
             let files = &self.files;
             let ui = self.ui;
             let rm = async {
-                let session = pool.session(&host).await?;
+                let session = slot.session().await?;
                 if result.is_err() {
                     let tail = session
                         .command("tail")
@@ -172,9 +177,30 @@ impl Build<'_> {
         result
     }
 
+    /// [`Self::connect_once`], moved to another master while the slot's master refuses
+    /// sessions (a site's MaxSessions below sshd's default); `move_if_refused` ends the
+    /// loop with an error after a few masters.
+    async fn connect(&self, slot: &mut Slot, host: &str, first: bool) -> Result<AgentChannel> {
+        loop {
+            let err = match self.connect_once(slot, host, first).await {
+                Ok(chan) => return Ok(chan),
+                Err(e) => e,
+            };
+            if !slot.move_if_refused(&err).await? {
+                return Err(err);
+            }
+            self.ui.warn(&format!(
+                "nsh: job {}: {host} refused an SSH session ({err:#}); trying SSH \
+                 connection {} instead",
+                self.job,
+                slot.master()
+            ));
+        }
+    }
+
     /// SSH to the host, the agent binary in place, a channel to the agent.
-    async fn connect(&self, pool: &SshPool, host: &str, first: bool) -> Result<AgentChannel> {
-        let session = Arc::new(pool.session(host).await?);
+    async fn connect_once(&self, slot: &Slot, host: &str, first: bool) -> Result<AgentChannel> {
+        let session = Arc::new(slot.session().await?);
         if first {
             let uploaded =
                 agent_deploy::ensure_agent(&session, host, &self.files, &self.agent).await?;
@@ -250,7 +276,7 @@ impl Build<'_> {
     async fn reconnect<S: Scheduler>(
         &self,
         sched: &S,
-        pool: &SshPool,
+        slot: &mut Slot,
         host: &str,
     ) -> Result<AgentChannel, Failure> {
         let deadline = Instant::now() + RECONNECT_WINDOW;
@@ -262,7 +288,7 @@ impl Build<'_> {
             {
                 return Err(failure::job_ended(&self.job, Some(host), &st, true));
             }
-            match tokio::time::timeout(Duration::from_secs(20), self.connect(pool, host, false))
+            match tokio::time::timeout(Duration::from_secs(20), self.connect(slot, host, false))
                 .await
             {
                 Ok(Ok(chan)) => {

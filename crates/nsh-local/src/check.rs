@@ -210,7 +210,8 @@ async fn follow_job<S: Scheduler>(
         start.elapsed().as_secs_f64()
     ));
     let pool = SshPool::new(&crate::runtime_dir::runtime_dir()?)?;
-    let session = Arc::new(pool.session(&host).await?);
+    let slot = pool.slot(&host).await?;
+    let session = Arc::new(slot.session().await?);
     ok(&format!("ssh {host}"));
     let sent = agent_deploy::ensure_agent(&session, &host, files, agent).await?;
     ok(&format!(
