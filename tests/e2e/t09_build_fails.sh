@@ -13,7 +13,7 @@ NIX
 nsh_build fails "$WORK/fails.nix"
 [ "$BUILD_RC" != 0 ] || fail "the failing build succeeded"
 # The hook's own exit status (100: the builder failed), as Nix reports it.
-assert_log fails 'builder failed with exit code 100'
+assert_log fails 'failed with exit code 100'
 assert_log fails 'the builder failed \(remote nix-store exit status'
 job=$(job_ids fails | head -n1)
 assert_log fails "job $job on node[12]"
@@ -36,7 +36,7 @@ NIX
 } | put_file "$WORK/timeout.nix"
 nsh_build timeout "$WORK/timeout.nix" --option timeout 3
 [ "$BUILD_RC" != 0 ] || fail "the build that should time out succeeded"
-assert_log timeout 'builder failed with exit code 101'
+assert_log timeout 'failed with exit code 101'
 assert_log timeout "nsh: build of '.*times-out.drv' timed out in job [0-9]+ on node[12]: Nix's timeout"
 refute_log timeout 'resubmitting'
 say "ok: timeout → exit 101: $(grep -m1 -oE 'timed out in job [0-9]+ on [^:]+: [^(]+' "$LOGS/timeout.log")"

@@ -209,7 +209,9 @@ pub(super) fn submit_body(version: ApiVersion, spec: &JobSpec) -> Result<Value, 
     // The extra parameters first: nsh's own fields below always win over them (the
     // derivation's are checked in `scheduler::job_params`; the admin's may not name these).
     let mut job: Map<String, Value> = spec.extra.clone();
-    if !spec.exclude_hosts.is_empty() {
+    // 22.05's v0.0.38 parser refuses the key ("Disabled key: excluded_nodes"): there a
+    // resubmission may land on the lost node again.
+    if !spec.exclude_hosts.is_empty() && version != ApiVersion(38) {
         let nodes = excluded_nodes(job.get("excluded_nodes"), &spec.exclude_hosts);
         job.insert("excluded_nodes".into(), nodes);
     }
