@@ -269,7 +269,14 @@ impl Build<'_> {
                 ..ended
             };
         }
-        Failure::other(e.context(format!("job {} on {host}", self.job))).on_host(host)
+        let error = e.context(format!("job {} on {host}", self.job));
+        // A resubmission follows a loss to the infrastructure: a node that cannot be reached
+        // now is most likely one the scheduler has not yet marked down (22.05 cannot
+        // exclude nodes). A wrong guess costs at most max-resubmits more jobs.
+        if self.attempt > 0 {
+            return Failure::infrastructure(error, host);
+        }
+        Failure::other(error).on_host(host)
     }
 
     /// Tries to reach the agent again until the lease would run out on its side.

@@ -116,7 +116,7 @@ pub async fn run<S: Scheduler>(
             }
         };
         ui.info(&format!(
-            "nsh: resubmitted {} as job {new_job} to {}, not on {}",
+            "nsh: resubmitted {} as job {new_job} to {}, after losing it on {}",
             build.drv_path,
             sched.describe(),
             spec.exclude_hosts.join(", ")
