@@ -37,6 +37,16 @@ pub struct ChannelLost {
     pub detail: String,
 }
 
+/// The agent answered the handshake with an error: it cannot serve this build at all (it
+/// cannot run the node's Nix, or speaks another protocol). Reconnecting or a fresh job on
+/// the same setup would meet the same answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the agent on {host} refused: {message}")]
+pub struct AgentRefused {
+    pub host: String,
+    pub message: String,
+}
+
 /// What the agent said about itself.
 #[derive(Debug, Clone)]
 pub struct AgentInfo {
@@ -117,7 +127,11 @@ impl AgentChannel {
                     },
                 ))
             }
-            AgentMsg::Error { message } => bail!("the agent on {host} refused: {message}"),
+            AgentMsg::Error { message } => Err(AgentRefused {
+                host: host.to_owned(),
+                message,
+            }
+            .into()),
             other => bail!("the agent on {host} answered the handshake with {other:?}"),
         }
     }

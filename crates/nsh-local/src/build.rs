@@ -1,10 +1,15 @@
 //! One accepted build, from the submitted job to registered outputs (the outputs' part in
-//! `build/outputs.rs`).
+//! `build/outputs.rs`, how it failed in `build/failure.rs`). One run is one job; a fresh
+//! job after a lost one is `resubmit.rs`'s.
 
+mod failure;
 mod outputs;
+
+pub use failure::{Failure, FailureKind};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -17,7 +22,7 @@ use crate::config::Config;
 use crate::job_script::JobFiles;
 use crate::local_store::LocalStore;
 use crate::nix_log::{ACT_UNKNOWN, LVL_TALKATIVE, Ui};
-use crate::scheduler::{JobId, JobState, Scheduler};
+use crate::scheduler::{JobId, JobState, JobStatus, Scheduler};
 use crate::ssh::{Slot, SshPool};
 use crate::transfer;
 
@@ -35,6 +40,10 @@ pub struct Build<'a> {
     pub files: JobFiles,
     pub token: String,
     pub agent: AgentBinary,
+    /// 0 for the first job, n for the n-th resubmission.
+    pub attempt: u32,
+    /// Set once outputs were registered locally: from then on the build is not redone.
+    pub registered: AtomicBool,
 }
 
 /// nsh's copy of the build log so far: how much of it arrived (a reconnect resumes there)
@@ -45,25 +54,16 @@ struct LogCopy {
     tail: VecDeque<String>,
 }
 
-/// How a build failed, for the hook's exit status (Nix: 100 permanent, 101 timed out).
-pub struct Failure {
-    pub exit_code: i32,
-    pub error: anyhow::Error,
-}
-
-impl Failure {
-    fn misc(error: anyhow::Error) -> Failure {
-        Failure {
-            exit_code: 1,
-            error,
-        }
-    }
-}
-
 const LOG_TAIL_LINES: usize = 25;
 
 /// How long the wait for the job's start rides out a busy or unreachable slurmrestd.
 const PATIENCE: Duration = Duration::from_secs(300);
+
+/// How long a resubmitted job may stay pending once the scheduler said it waits on nodes
+/// that are down or unavailable: the first job waits as long as the queue takes, but a
+/// resubmission whose nodes are gone would otherwise wait for an admin. Not reset by a
+/// later reason: Slurm alternates `ReqNodeNotAvail` and `Resources` for such a job.
+const RESUBMIT_NODES_WAIT: Duration = Duration::from_secs(60);
 
 /// How long nsh tries to reach a lost agent again.
 const RECONNECT_WINDOW: Duration = nsh_wire::agent_protocol::reconnect_window(LEASE);
@@ -75,16 +75,20 @@ fn is_channel_lost(e: &anyhow::Error) -> bool {
 
 impl Build<'_> {
     pub async fn run<S: Scheduler>(&self, sched: &S) -> Result<(), Failure> {
-        let host = self.wait_for_start(sched).await.map_err(Failure::misc)?;
+        let host = self.wait_for_start(sched).await?;
         self.ui
             .info(&format!("nsh: job {} is running on {host}", self.job));
-        let in_job =
-            |e: anyhow::Error| Failure::misc(e.context(format!("job {} on {host}", self.job)));
-        let pool = SshPool::new(&crate::runtime_dir::runtime_dir().map_err(Failure::misc)?)
-            .map_err(Failure::misc)?;
+        let pool = SshPool::new(&crate::runtime_dir::runtime_dir().map_err(Failure::other)?)
+            .map_err(Failure::other)?;
         // Held to the end of the build: every session below goes through its master.
-        let mut slot = pool.slot(&host).await.map_err(in_job)?;
-        let mut chan = self.connect(&mut slot, &host, true).await.map_err(in_job)?;
+        let mut slot = pool
+            .slot(&host)
+            .await
+            .map_err(|e| Failure::other(e.context(format!("job {} on {host}", self.job))))?;
+        let mut chan = match self.connect(&mut slot, &host, true).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.first_contact_failed(sched, &host, e).await),
+        };
         let mut log = LogCopy::default();
         // A lost channel (SSH dropped, master killed) is not a lost build: the agent keeps
         // building for its lease, so reconnect and carry on where we were.
@@ -97,10 +101,10 @@ impl Build<'_> {
                     ));
                     match self.reconnect(sched, &mut slot, &host).await {
                         Ok(c) => chan = c,
-                        Err(e) => break Err(in_job(e)),
+                        Err(f) => break Err(f),
                     }
                 }
-                other => break other,
+                other => break other.map_err(|f| f.on_host(&host)),
             }
         };
         let collect = self.config.collect_garbage;
@@ -235,13 +239,55 @@ impl Build<'_> {
         Ok(chan)
     }
 
+    /// The first connection to the agent failed. An agent that refused (it cannot run the
+    /// node's Nix) or SSH trouble with a job still running is a setup problem; a job that
+    /// ended meanwhile says itself what happened.
+    async fn first_contact_failed<S: Scheduler>(
+        &self,
+        sched: &S,
+        host: &str,
+        e: anyhow::Error,
+    ) -> Failure {
+        if let Some(refused) = e.downcast_ref::<crate::agent_channel::AgentRefused>() {
+            let hint = match &self.config.remote_nix_bin_dir {
+                Some(dir) => format!(
+                    "; check remote-nix-bin-dir = {dir} in nsh.conf: its Nix must run on {host}"
+                ),
+                None => String::new(),
+            };
+            return Failure::other(anyhow!(
+                "job {} on {host}: {refused}{hint} (not resubmitted: a fresh job would fail \
+                 the same way)",
+                self.job
+            ))
+            .on_host(host);
+        }
+        if let Ok(st) = sched.status(&self.job).await
+            && !matches!(st.state, JobState::Running | JobState::Pending)
+        {
+            let ended = failure::job_ended(&self.job, Some(host), &st, false);
+            return Failure {
+                error: ended.error.context(format!("{e:#}")),
+                ..ended
+            };
+        }
+        let error = e.context(format!("job {} on {host}", self.job));
+        // A resubmission follows a loss to the infrastructure: a node that cannot be reached
+        // now is most likely one the scheduler has not yet marked down (22.05 cannot
+        // exclude nodes). A wrong guess costs at most max-resubmits more jobs.
+        if self.attempt > 0 {
+            return Failure::infrastructure(error, host);
+        }
+        Failure::other(error).on_host(host)
+    }
+
     /// Tries to reach the agent again until the lease would run out on its side.
     async fn reconnect<S: Scheduler>(
         &self,
         sched: &S,
         slot: &mut Slot,
         host: &str,
-    ) -> Result<AgentChannel> {
+    ) -> Result<AgentChannel, Failure> {
         let deadline = Instant::now() + RECONNECT_WINDOW;
         let mut last = None;
         while Instant::now() < deadline {
@@ -249,18 +295,7 @@ impl Build<'_> {
             if let Ok(st) = sched.status(&self.job).await
                 && !matches!(st.state, JobState::Running | JobState::Pending)
             {
-                let why = if st.raw_state.contains("NODE_FAIL") {
-                    format!("the scheduler lost the node {host}")
-                } else {
-                    format!("the agent on {host} died or was killed")
-                };
-                bail!(
-                    "the job ended ({}{}) while the build was running: {why}",
-                    st.raw_state,
-                    st.exit_code
-                        .map(|c| format!(", exit code {c}"))
-                        .unwrap_or_default(),
-                );
+                return Err(failure::job_ended(&self.job, Some(host), &st, true));
             }
             match tokio::time::timeout(Duration::from_secs(20), self.connect(slot, host, false))
                 .await
@@ -275,20 +310,23 @@ impl Build<'_> {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        Err(last
+        let error = last
             .unwrap_or_else(|| anyhow!("no attempt made"))
             .context(format!(
-                "could not reach the agent again within {}s",
+                "job {} on {host}: could not reach the agent again within {}s",
+                self.job,
                 RECONNECT_WINDOW.as_secs()
-            )))
+            ));
+        Err(Failure::infrastructure(error, host))
     }
 
     /// Polls the scheduler until the job runs and names its host. Batch jobs start 1–3 s
     /// after submission (baselines.md), so poll often first, then settle to once a second.
     /// Transient errors (slurmrestd busy or away) are retried for [`PATIENCE`].
-    async fn wait_for_start<S: Scheduler>(&self, sched: &S) -> Result<String> {
+    async fn wait_for_start<S: Scheduler>(&self, sched: &S) -> Result<String, Failure> {
         let started = Instant::now();
         let mut last_reason = None;
+        let mut nodes_gone_since: Option<Instant> = None;
         // Shown in `nix build`'s progress display while the job waits (ended on return).
         let mut waiting = None;
         loop {
@@ -301,18 +339,20 @@ impl Build<'_> {
                     continue;
                 }
                 Err(e) => {
-                    return Err(e.context(format!("cannot get the state of job {}", self.job)));
+                    return Err(Failure::other(
+                        e.context(format!("cannot get the state of job {}", self.job)),
+                    ));
                 }
             };
             match status.state {
                 JobState::Running => {
                     if let Some(host) = status.host.filter(|h| !h.is_empty()) {
                         crate::scheduler::check_host_name(&host).map_err(|why| {
-                            anyhow::anyhow!(
+                            Failure::other(anyhow::anyhow!(
                                 "job {} runs on a host the scheduler named {why}; nothing was \
                                  sent to it (check the node names in the scheduler)",
                                 self.job
-                            )
+                            ))
                         })?;
                         return Ok(host);
                     }
@@ -335,22 +375,26 @@ impl Build<'_> {
                         }
                         last_reason = status.reason.clone();
                     }
+                    if self.attempt > 0 && status.waits_for_nodes {
+                        nodes_gone_since.get_or_insert_with(Instant::now);
+                    }
+                    self.give_up_on_gone_nodes(nodes_gone_since, &status)?;
                 }
-                JobState::Finished | JobState::Failed => bail!(
-                    "job {} ended ({}{}) before nsh could reach its agent; the job's log is {} \
-                     on the cluster",
-                    self.job,
-                    status.raw_state,
-                    status
-                        .exit_code
-                        .map(|c| format!(", exit code {c}"))
-                        .unwrap_or_default(),
-                    self.files.log
-                ),
-                JobState::Unknown => bail!(
-                    "the scheduler no longer knows job {} (cancelled by someone else?)",
-                    self.job
-                ),
+                JobState::Finished | JobState::Failed => {
+                    let host = status.host.as_deref().filter(|h| !h.is_empty());
+                    let ended = failure::job_ended(&self.job, host, &status, false);
+                    let log = format!("the job's log is {} on the cluster", self.files.log);
+                    return Err(Failure {
+                        error: ended.error.context(log),
+                        ..ended
+                    });
+                }
+                JobState::Unknown => {
+                    return Err(Failure::other(anyhow!(
+                        "the scheduler no longer knows job {} (cancelled by someone else?)",
+                        self.job
+                    )));
+                }
             }
             let waited = started.elapsed();
             let pause = if waited < Duration::from_secs(5) {
@@ -364,6 +408,29 @@ impl Build<'_> {
         }
     }
 
+    /// A resubmitted job still pending [`RESUBMIT_NODES_WAIT`] after the scheduler said
+    /// its nodes are unavailable (`since`) is given up.
+    fn give_up_on_gone_nodes(
+        &self,
+        since: Option<Instant>,
+        status: &JobStatus,
+    ) -> Result<(), Failure> {
+        match since {
+            Some(t) if t.elapsed() >= RESUBMIT_NODES_WAIT => Err(Failure {
+                kind: FailureKind::Infrastructure,
+                error: anyhow!(
+                    "job {} still pending {}s after the scheduler said its nodes are \
+                     unavailable (now: {})",
+                    self.job,
+                    RESUBMIT_NODES_WAIT.as_secs(),
+                    status.reason.as_deref().unwrap_or("no reason given")
+                ),
+                host: None,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     async fn run_with_agent(
         &self,
         chan: &mut AgentChannel,
@@ -374,11 +441,11 @@ impl Build<'_> {
         // plus the closure of the input paths Nix passed.
         let mut roots = vec![self.drv_path.clone()];
         roots.extend(self.inputs.iter().cloned());
-        let closure = self.store.requisites(&roots).map_err(Failure::misc)?;
+        let closure = self.store.requisites(&roots).map_err(Failure::other)?;
         let t = Instant::now();
         let stats = transfer::upload_missing(chan, &self.store, self.ui, closure)
             .await
-            .map_err(|e| Failure::misc(e.context(format!("job {} on {host}", self.job))))?;
+            .map_err(|e| Failure::other(e.context(format!("job {} on {host}", self.job))))?;
         self.ui.info(&format!(
             "nsh: sent {} of {} paths ({} bytes, {} compressed) to {host} in {:.2}s",
             stats.missing,
@@ -391,13 +458,18 @@ impl Build<'_> {
         let result = self
             .remote_build(chan, host, log)
             .await
-            .map_err(Failure::misc)?;
+            .map_err(Failure::other)?;
         if result.status != 0 {
             return Err(self.build_failure(host, &result));
         }
         self.fetch_and_register(chan, host)
             .await
-            .map_err(Failure::misc)
+            .map_err(Failure::other)
+    }
+
+    /// Whether any output of this build was registered locally (then it is never redone).
+    pub fn outputs_registered(&self) -> bool {
+        self.registered.load(Ordering::SeqCst)
     }
 
     fn build_options(&self) -> Vec<(String, String)> {
@@ -484,17 +556,23 @@ impl Build<'_> {
     }
 
     fn build_failure(&self, host: &str, result: &BuildResult) -> Failure {
-        // nix-store exits 100 + bit flags: 1 = timed out.
-        let timed_out = result.status >= 100 && result.status & 1 == 1 && result.status < 128;
+        let kind = failure::realise_failure_kind(result.status);
+        let (what, why) = if kind == FailureKind::TimedOut {
+            ("timed out", "Nix's timeout or max-silent-time")
+        } else {
+            ("failed", "the builder failed")
+        };
         Failure {
-            exit_code: if timed_out { 101 } else { 100 },
+            kind,
             error: anyhow!(
-                "build of '{}' failed in job {} on {host} (remote nix-store exit status {}): {}",
+                "build of '{}' {what} in job {} on {host}: {why} (remote nix-store exit status \
+                 {}): {}",
                 self.drv_path,
                 self.job,
                 result.status,
                 result.message.trim()
             ),
+            host: Some(host.to_owned()),
         }
     }
 }

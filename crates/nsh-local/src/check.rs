@@ -191,6 +191,7 @@ async fn check_job<S: Scheduler>(
             )],
             working_dir: "/".into(),
             extra,
+            exclude_hosts: Vec::new(),
         })
         .await
         .context("cannot submit a test job")?;

@@ -11,10 +11,10 @@ use nsh_wire::derivation::Derivation;
 use nsh_wire::hook::{self, HookRequest, Offer, Reply};
 
 use crate::agent_deploy::AgentBinary;
-use crate::build::{Build, Failure};
+use crate::build::Build;
 use crate::config::{Config, JobScheduler};
 use crate::fallback::Fallback;
-use crate::job_script::{self, JobFiles};
+use crate::job_script;
 use crate::local_store::LocalStore;
 use crate::nix_log::{self, Ui};
 use crate::queue_slots::{self, Claim, Slot};
@@ -379,9 +379,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         reply(&Reply::DeclinePermanently);
         return Some(0);
     };
-    let key = hex::encode(rand::random::<[u8; 12]>());
-    let token = hex::encode(rand::random::<[u8; 24]>());
-    let files = JobFiles::new(&state_dir, &key, &agent.file_name);
+    let (files, token) = job_script::fresh_job(&state_dir, &agent.file_name);
     let name = drv_name(&offer.drv_path);
     let spec = JobSpec {
         name: format!("nsh-{name}"),
@@ -389,6 +387,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         environment: job_environment(),
         working_dir: "/".into(),
         extra: prepared.extra.clone(),
+        exclude_hosts: Vec::new(),
     };
     let job = match sched.submit(&spec).await {
         Ok(j) => j,
@@ -452,23 +451,11 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         files,
         token,
         agent,
+        attempt: 0,
+        registered: Default::default(),
     };
-    let code = match build.run(sched).await {
-        Ok(()) => 0,
-        Err(Failure { exit_code, error }) => {
-            ui.error(&format!("nsh: {error:#}"));
-            if let Err(e) = sched.cancel(&job).await {
-                ui.warn(&format!("nsh: cancelling job {job} failed: {e:#}"));
-                // Leave the verdict to the reaper: it retries the cancel.
-                return Some(exit_code);
-            }
-            exit_code
-        }
-    };
-    if let Some(r) = reaper {
-        r.release();
-    }
-    Some(code)
+    // The queue slot stays with this hook (and each job's reaper) across resubmissions.
+    Some(crate::resubmit::run(build, sched, spec, reaper, slot.as_ref()).await)
 }
 
 /// The job's environment: a PATH that finds Nix where clusters install it, and the

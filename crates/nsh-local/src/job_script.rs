@@ -34,6 +34,14 @@ impl JobFiles {
     }
 }
 
+/// A fresh job's files and token: every job of a build (the first and each resubmission)
+/// gets its own directory and secret, so a late agent of a lost job serves nobody.
+pub fn fresh_job(state_dir: &str, agent_file: &str) -> (JobFiles, String) {
+    let key = hex::encode(rand::random::<[u8; 12]>());
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    (JobFiles::new(state_dir, &key, agent_file), token)
+}
+
 /// POSIX sh, run by the hook (over SSH, before it uploads or uses an agent) and by the job
 /// script (before it execs the agent): with `$s` the state dir and `$a` the agent, refuses
 /// with exit 92 and a message on stderr unless `$s`, `$s/agents`, `$s/jobs` and (if it

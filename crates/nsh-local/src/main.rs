@@ -14,6 +14,7 @@ mod nix_log;
 mod output_fetch;
 mod queue_slots;
 mod reaper;
+mod resubmit;
 mod routing;
 mod runtime_dir;
 mod scheduler;

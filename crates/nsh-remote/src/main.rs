@@ -19,6 +19,7 @@ mod import;
 mod log;
 mod nix;
 mod procs;
+mod refuse;
 mod self_check;
 mod serve;
 mod session;

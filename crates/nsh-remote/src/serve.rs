@@ -131,6 +131,23 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Constant-time comparison of the client's token with ours (through sha256, so the
+/// length does not leak either).
+pub fn token_matches(ours: &str, offered: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let a = Sha256::digest(offered.as_bytes());
+    let b = Sha256::digest(ours.as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// The SIGTERM/SIGINT received so far (0: none).
+pub fn pending_signal() -> i32 {
+    SIGNAL.load(Ordering::SeqCst)
+}
+
 impl Agent {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -145,16 +162,8 @@ impl Agent {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Constant-time comparison of the client's token with ours (through sha256, so the
-    /// length does not leak either).
     pub fn token_matches(&self, offered: &str) -> bool {
-        use sha2::{Digest, Sha256};
-        let a = Sha256::digest(offered.as_bytes());
-        let b = Sha256::digest(self.token.as_bytes());
-        a.iter()
-            .zip(b.iter())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+        token_matches(&self.token, offered)
     }
 
     /// Makes `conn` the connection being served; an earlier one is shut down (its client
@@ -262,8 +271,10 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         std::env::remove_var(TOKEN_ENV);
     }
     install_signal_handlers();
-    let nix = NixStore::locate(opts.nix_bin_dir.as_deref(), &opts.store)?;
-    let nix_version = nix.version()?;
+    // A Nix that cannot start is reported to the client over the socket (below), with
+    // its own error: otherwise the client sees only a closed connection.
+    let nix = NixStore::locate(opts.nix_bin_dir.as_deref(), &opts.store)
+        .and_then(|nix| nix.version().map(|v| (nix, v)));
     prepare_dir(&opts.dir)?;
     #[cfg(feature = "fault-injection")]
     crate::fault::set_job_dir(&opts.dir);
@@ -291,6 +302,10 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
     fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", sock.display()))?;
+    let (nix, nix_version) = match nix {
+        Ok(n) => n,
+        Err(e) => crate::refuse::serve(listener, &opts.dir, &token, &e, opts.lease),
+    };
     let agent = Arc::new(Agent {
         dir: opts.dir.clone(),
         nix,

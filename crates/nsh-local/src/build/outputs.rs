@@ -106,6 +106,8 @@ impl Build<'_> {
             .collect();
         if !regs.is_empty() {
             self.store.register_valid(&regs)?;
+            self.registered
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         let cas: Vec<(String, String)> = fetched
             .iter()

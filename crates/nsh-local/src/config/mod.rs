@@ -135,6 +135,9 @@ pub struct Config {
     /// or running), counted across hook processes; beyond it nsh answers `# postpone`.
     /// 0 = no cap.
     pub max_queued_jobs: u32,
+    /// `max-resubmits`: how often a build lost to the infrastructure (node failure,
+    /// preemption, a killed agent) is submitted again as a fresh job; 0 = never.
+    pub max_resubmits: u32,
     pub slurm_state_dir: Option<String>,
     pub slurm_api_host: String,
     pub slurm_api_port: u16,
@@ -178,6 +181,7 @@ impl Default for Config {
             remote_nix_bin_dir: None,
             collect_garbage: false,
             max_queued_jobs: 0,
+            max_resubmits: 2,
             slurm_state_dir: None,
             slurm_api_host: "localhost".into(),
             slurm_api_port: 6820,
@@ -849,6 +853,13 @@ impl Loader {
                     bad("a number of jobs, e.g. 100 (0 = no cap); keep it below the site's per-user job limit")
                 })?;
             }
+            "max-resubmits" => {
+                c.max_resubmits = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n <= MAX_RESUBMITS_LIMIT)
+                    .ok_or_else(|| bad(MAX_RESUBMITS_EXPECTED))?;
+            }
             "slurm-state-dir" => {
                 let expected = if value.starts_with('~') {
                     "an absolute path ('~' is not expanded), e.g. /home/<user>/.nsh"
@@ -984,6 +995,7 @@ pub const SETTINGS: &[&str] = &[
     "remote-nix-bin-dir",
     "collect-garbage",
     "max-queued-jobs",
+    "max-resubmits",
     "slurm-state-dir",
     "slurm-api-host",
     "slurm-api-port",
@@ -1005,6 +1017,10 @@ const LIST_SETTINGS: &[&str] = &[
     "allowed-job-params",
 ];
 
+/// More resubmits than this would only hide a broken cluster behind a long wait.
+const MAX_RESUBMITS_LIMIT: u32 = 20;
+const MAX_RESUBMITS_EXPECTED: &str =
+    "a whole number from 0 (never resubmit) to 20, e.g. max-resubmits = 2";
 const PORT_EXPECTED: &str = "a TCP port number from 1 to 65535";
 const STORE_DIR_EXPECTED: &str =
     "an absolute path without a trailing slash, spaces, '.' or '..' components, e.g. /nix/store";

@@ -72,6 +72,7 @@ fn defaults() {
     assert_eq!(c.remote_store, "auto");
     assert_eq!(c.remote_nix_bin_dir, None);
     assert!(!c.collect_garbage);
+    assert_eq!(c.max_resubmits, 2);
     assert_eq!(c.slurm_state_dir, None);
     assert_eq!(c.slurm_api_host, "localhost");
     assert_eq!(c.slurm_api_port, 6820);
@@ -271,6 +272,23 @@ fn max_queued_jobs() {
         assert!(
             e.contains("bad value") && e.contains("expected a number of jobs"),
             "{e}"
+        );
+    }
+}
+
+#[test]
+fn max_resubmits() {
+    assert_eq!(ok("max-resubmits = 0").max_resubmits, 0);
+    assert_eq!(ok("max-resubmits = 5").max_resubmits, 5);
+    assert_eq!(
+        err("max-resubmits = many"),
+        "nsh.conf: /etc/nix/nsh.conf:1: bad value 'many' for 'max-resubmits': expected a whole \
+         number from 0 (never resubmit) to 20, e.g. max-resubmits = 2"
+    );
+    for bad in ["-1", "21", "1.5", ""] {
+        assert!(
+            err(&format!("max-resubmits = {bad}")).contains("bad value"),
+            "{bad}"
         );
     }
 }

@@ -39,6 +39,8 @@ impl Scheduler for Fake {
             signal: None,
             reason: None,
             in_queue,
+            end: Some(crate::scheduler::EndReason::Exited),
+            waits_for_nodes: false,
         })
     }
     async fn cancel(&self, _: &JobId) -> Result<()> {

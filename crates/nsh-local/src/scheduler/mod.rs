@@ -22,6 +22,9 @@ pub struct JobSpec {
     /// Merged JSON object of scheduler-specific parameters: the derivation's own
     /// (`extraSlurmParams` …) overridden by the global setting. Backends merge it last.
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Hosts the job must not run on (where an earlier attempt of this build was lost);
+    /// added to any the derivation or the admin excluded.
+    pub exclude_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -62,6 +65,58 @@ pub struct JobStatus {
     /// The job still counts as queued (the scheduler's queue listing shows it: pending,
     /// running, or still completing after it ended). `max-queued-jobs` counts these.
     pub in_queue: bool,
+    /// For an ended job: how it ended, in the scheduler's terms mapped to nsh's.
+    pub end: Option<EndReason>,
+    /// A pending job that waits because the nodes it may use are down or unavailable (not
+    /// merely busy).
+    pub waits_for_nodes: bool,
+}
+
+/// How a job ended, as far as nsh cares: whether the infrastructure took it (worth a fresh
+/// job), someone ended it on purpose, or its script simply exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The script exited by itself (`exit_code`/`signal` say how).
+    Exited,
+    /// The node failed or was lost.
+    NodeFailed,
+    /// Preempted by a higher-priority job (nsh asks for no requeue).
+    Preempted,
+    /// The nodes could not boot or the job could not be launched on them.
+    LaunchFailed,
+    /// The job's time limit or deadline passed.
+    TimeLimit,
+    /// The job used more memory than it asked for.
+    OutOfMemory,
+    /// Cancelled by a user or an admin (or by nsh).
+    Cancelled,
+    /// Any other way (a state word nsh does not know).
+    Other,
+}
+
+impl EndReason {
+    /// Lost to the machine, not to the build or to anyone's decision: a fresh job on
+    /// healthy nodes may well succeed.
+    pub fn is_infrastructure(self) -> bool {
+        matches!(
+            self,
+            EndReason::NodeFailed | EndReason::Preempted | EndReason::LaunchFailed
+        )
+    }
+
+    /// For messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EndReason::Exited => "its script exited",
+            EndReason::NodeFailed => "the scheduler lost its node",
+            EndReason::Preempted => "it was preempted",
+            EndReason::LaunchFailed => "it could not be launched on its node",
+            EndReason::TimeLimit => "it reached its time limit",
+            EndReason::OutOfMemory => "it ran out of memory",
+            EndReason::Cancelled => "it was cancelled",
+            EndReason::Other => "the scheduler ended it",
+        }
+    }
 }
 
 /// The operations nsh needs from a batch scheduler. Errors name the scheduler endpoint and

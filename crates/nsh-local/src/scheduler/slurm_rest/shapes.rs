@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Map, Value};
 
 use super::{ApiVersion, MAX_VERSION, MIN_VERSION};
-use crate::scheduler::{JobId, JobSpec, JobState, JobStatus};
+use crate::scheduler::{EndReason, JobId, JobSpec, JobState, JobStatus};
 
 /// Longest non-JSON body quoted in an error.
 pub(super) const MAX_QUOTED: usize = 300;
@@ -217,6 +217,12 @@ pub(super) fn submit_body(version: ApiVersion, spec: &JobSpec) -> Result<Value, 
     // The extra parameters first: nsh's own fields below always win over them (the
     // derivation's are checked in `scheduler::job_params`; the admin's may not name these).
     let mut job: Map<String, Value> = spec.extra.clone();
+    // 22.05's v0.0.38 parser refuses the key ("Disabled key: excluded_nodes"): there a
+    // resubmission may land on the lost node again.
+    if !spec.exclude_hosts.is_empty() && version != ApiVersion(38) {
+        let nodes = excluded_nodes(job.get("excluded_nodes"), &spec.exclude_hosts);
+        job.insert("excluded_nodes".into(), nodes);
+    }
     job.insert("name".into(), spec.name.clone().into());
     job.insert(
         "current_working_directory".into(),
@@ -374,6 +380,9 @@ pub(super) fn job_status(job: &Value) -> Result<JobStatus, String> {
     // squeue lists these; a COMPLETING flag next to an end state (v0.0.40+) counts too.
     let listed =
         |w: &String| PENDING_WORDS.contains(&w.as_str()) || RUNNING_WORDS.contains(&w.as_str());
+    let end = matches!(state, JobState::Finished | JobState::Failed).then(|| end_reason(&words));
+    let waits_for_nodes =
+        state == JobState::Pending && reason.as_deref().is_some_and(waits_for_nodes);
     Ok(JobStatus {
         state,
         in_queue: words.iter().any(listed),
@@ -382,7 +391,68 @@ pub(super) fn job_status(job: &Value) -> Result<JobStatus, String> {
         exit_code,
         signal,
         reason,
+        end,
+        waits_for_nodes,
     })
+}
+
+/// How an ended job ended, from its state words (the most specific word wins: a job can be
+/// `CANCELLED` *and* `NODE_FAIL`ed, which is the node's doing).
+fn end_reason(words: &[String]) -> EndReason {
+    let has = |word: &str| words.iter().any(|w| w == word);
+    if has("NODE_FAIL") {
+        EndReason::NodeFailed
+    } else if has("PREEMPTED") {
+        EndReason::Preempted
+    } else if has("BOOT_FAIL") || has("LAUNCH_FAILED") {
+        EndReason::LaunchFailed
+    } else if has("TIMEOUT") || has("DEADLINE") {
+        EndReason::TimeLimit
+    } else if has("OUT_OF_MEMORY") {
+        EndReason::OutOfMemory
+    } else if has("CANCELLED") || has("REVOKED") {
+        EndReason::Cancelled
+    } else if has("COMPLETED") || has("FAILED") {
+        EndReason::Exited
+    } else {
+        EndReason::Other
+    }
+}
+
+/// Pending reasons (`state_reason`) that mean the nodes the job may use are down, drained
+/// or missing, not busy: waiting on them may take until an admin acts.
+fn waits_for_nodes(reason: &str) -> bool {
+    const PREFIXES: [&str; 6] = [
+        "ReqNodeNotAvail",
+        "NodeDown",
+        "Nodes required for job are DOWN",
+        "Nodes_required_for_job_are_DOWN",
+        "BadConstraints",
+        "PartitionNodeLimit",
+    ];
+    PREFIXES.iter().any(|p| reason.starts_with(p))
+}
+
+/// `excluded_nodes` of the request: whatever the derivation or the admin excluded (a
+/// comma-separated string, or a list on v0.0.40+) plus `hosts`, as one comma-separated
+/// string, which every version reads.
+fn excluded_nodes(given: Option<&Value>, hosts: &[String]) -> Value {
+    let mut all: Vec<String> = match given {
+        Some(Value::String(s)) => s.split(',').map(|n| n.trim().to_owned()).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|n| n.trim().to_owned())
+            .collect(),
+        _ => Vec::new(),
+    };
+    all.retain(|n| !n.is_empty());
+    for h in hosts {
+        if !all.contains(h) {
+            all.push(h.clone());
+        }
+    }
+    Value::from(all.join(","))
 }
 
 pub(super) fn unknown_status() -> JobStatus {
@@ -394,6 +464,8 @@ pub(super) fn unknown_status() -> JobStatus {
         signal: None,
         reason: None,
         in_queue: false,
+        end: None,
+        waits_for_nodes: false,
     }
 }
 

@@ -55,6 +55,7 @@ fn job(name: &str, script: &str, extra: Value) -> JobSpec {
         environment: vec![("PATH".into(), "/usr/bin:/bin".into())],
         working_dir: "/tmp".into(),
         extra: extra.as_object().cloned().unwrap_or_default(),
+        exclude_hosts: Vec::new(),
     }
 }
 

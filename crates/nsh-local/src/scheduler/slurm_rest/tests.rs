@@ -13,7 +13,7 @@ use super::shapes::{
     Paths, choose_version, exit_of, job_status, served_versions, submit_body, unknown_status,
 };
 use super::{ApiVersion, Error, SlurmRest, Token};
-use crate::scheduler::{JobId, JobSpec, JobState, JobStatus, Scheduler};
+use crate::scheduler::{EndReason, JobId, JobSpec, JobState, JobStatus, Scheduler};
 
 const SECRET_SIGNATURE: &str = "c2VjcmV0LXNpZ25hdHVyZS1kby1ub3QtbGVhaw";
 
@@ -37,6 +37,7 @@ pub(super) fn spec() -> JobSpec {
         ],
         working_dir: "/home/alice".into(),
         extra: serde_json::Map::new(),
+        exclude_hosts: Vec::new(),
     }
 }
 
@@ -285,6 +286,8 @@ fn sid_26_05_samples() {
             signal: None,
             reason: None,
             in_queue: false,
+            end: Some(EndReason::Exited),
+            waits_for_nodes: false,
         }
     );
 
@@ -925,4 +928,76 @@ fn paths_from_listing_handle_both_styles() {
     assert_eq!(paths.job("7"), "/slurm/v0.0.42/job/7/");
     assert_eq!(paths.jobs, "/slurm/v0.0.42/jobs/");
     assert!(Paths::find(v(42), ["/slurm/v0.0.42/jobs/"]).is_none());
+}
+
+// --- how jobs end, and excluded nodes ------------------------------------------------------
+
+#[test]
+fn end_reasons() {
+    let end = |words: Value| status(json!({"job_state": words, "batch_host": "node1"})).end;
+    assert_eq!(end(json!(["NODE_FAIL"])), Some(EndReason::NodeFailed));
+    // A job cancelled while its node failed was the node's doing.
+    assert_eq!(
+        end(json!(["CANCELLED", "NODE_FAIL"])),
+        Some(EndReason::NodeFailed)
+    );
+    assert_eq!(end(json!("PREEMPTED")), Some(EndReason::Preempted));
+    assert_eq!(end(json!(["BOOT_FAIL"])), Some(EndReason::LaunchFailed));
+    assert_eq!(end(json!(["LAUNCH_FAILED"])), Some(EndReason::LaunchFailed));
+    assert_eq!(end(json!(["TIMEOUT"])), Some(EndReason::TimeLimit));
+    assert_eq!(end(json!(["OUT_OF_MEMORY"])), Some(EndReason::OutOfMemory));
+    assert_eq!(end(json!(["CANCELLED"])), Some(EndReason::Cancelled));
+    assert_eq!(end(json!(["COMPLETED"])), Some(EndReason::Exited));
+    assert_eq!(end(json!(["RUNNING"])), None);
+    assert_eq!(end(json!(["PENDING"])), None);
+    for infra in ["NODE_FAIL", "PREEMPTED", "BOOT_FAIL"] {
+        assert!(end(json!([infra])).unwrap().is_infrastructure(), "{infra}");
+    }
+    for not in [
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "COMPLETED",
+        "FAILED",
+    ] {
+        assert!(!end(json!([not])).unwrap().is_infrastructure(), "{not}");
+    }
+}
+
+#[test]
+fn pending_on_unavailable_nodes() {
+    let waits = |reason: &str| {
+        status(json!({"job_state": ["PENDING"], "state_reason": reason})).waits_for_nodes
+    };
+    assert!(waits("ReqNodeNotAvail"));
+    assert!(waits("ReqNodeNotAvail, UnavailableNodes:node2"));
+    assert!(waits("NodeDown"));
+    assert!(!waits("Resources"));
+    assert!(!waits("Priority"));
+    assert!(!waits("BeginTime"));
+    // Only a pending job waits.
+    let running = status(json!({"job_state": ["RUNNING"], "state_reason": "NodeDown"}));
+    assert!(!running.waits_for_nodes);
+}
+
+#[test]
+fn excluded_nodes_join_the_derivations() {
+    let mut job = spec();
+    job.exclude_hosts = vec!["node1".into()];
+    let body = submit_body(v(42), &job).unwrap();
+    assert_eq!(body["job"]["excluded_nodes"], json!("node1"));
+    // The derivation's own exclusions stay, as a string or as a list.
+    for given in [json!("node3, node4"), json!(["node3", "node4"])] {
+        job.extra.insert("excluded_nodes".into(), given);
+        job.exclude_hosts = vec!["node1".into(), "node3".into()];
+        let body = submit_body(v(39), &job).unwrap();
+        assert_eq!(body["job"]["excluded_nodes"], json!("node3,node4,node1"));
+    }
+    // 22.05 (v0.0.38) refuses the key: nsh adds nothing there.
+    job.extra.clear();
+    let body = submit_body(v(38), &job).unwrap();
+    assert!(body["job"].get("excluded_nodes").is_none());
+    // Nothing excluded: nothing added.
+    let body = submit_body(v(42), &spec()).unwrap();
+    assert!(body["job"].get("excluded_nodes").is_none());
 }

@@ -1,0 +1,192 @@
+//! How a build failed. The kind, not an exit code, is what the hook decides by: it gives
+//! Nix's exit status (100 permanent, 101 timed out, 1 anything else) and tells the
+//! resubmit loop (`resubmit.rs`) whether a fresh job could help.
+
+use crate::scheduler::{EndReason, JobId, JobStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The builder itself failed: Nix's permanent failure.
+    BuilderFailed,
+    /// Nix's `timeout` / `max-silent-time`, or the job's own time limit.
+    TimedOut,
+    /// The cluster lost the build, not the builder: a failed or preempted node, a killed
+    /// agent, a channel lost past the reconnect window.
+    Infrastructure,
+    /// Setup, configuration, refusals, someone cancelling the job: retrying cannot help.
+    Other,
+}
+
+impl FailureKind {
+    /// The hook's exit status (Nix: 100 permanent failure, 101 timed out, others misc).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            FailureKind::BuilderFailed => 100,
+            FailureKind::TimedOut => 101,
+            FailureKind::Infrastructure | FailureKind::Other => 1,
+        }
+    }
+}
+
+pub struct Failure {
+    pub kind: FailureKind,
+    pub error: anyhow::Error,
+    /// The node the job ran on, once the scheduler named it: a resubmission avoids it.
+    pub host: Option<String>,
+}
+
+impl Failure {
+    pub fn other(error: anyhow::Error) -> Failure {
+        Failure {
+            kind: FailureKind::Other,
+            error,
+            host: None,
+        }
+    }
+
+    pub fn infrastructure(error: anyhow::Error, host: &str) -> Failure {
+        Failure {
+            kind: FailureKind::Infrastructure,
+            error,
+            host: Some(host.to_owned()),
+        }
+    }
+
+    pub fn on_host(mut self, host: &str) -> Failure {
+        self.host.get_or_insert_with(|| host.to_owned());
+        self
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        self.kind.exit_code()
+    }
+}
+
+/// A non-zero exit status of the remote `nix-store --realise`: 100 plus bit flags, of which
+/// 1 means "timed out" (Nix's `BuildResult` → exit status mapping).
+pub fn realise_failure_kind(status: i32) -> FailureKind {
+    if (100..128).contains(&status) && status & 1 == 1 {
+        FailureKind::TimedOut
+    } else {
+        FailureKind::BuilderFailed
+    }
+}
+
+/// The job ended while nsh still needed it. `serving`: its agent had been reached (so
+/// the script did not just exit at its start); an agent that dies mid-build was killed or
+/// lost, which is the infrastructure's doing.
+pub fn job_ended(job: &JobId, host: Option<&str>, st: &JobStatus, serving: bool) -> Failure {
+    let end = st.end.unwrap_or(EndReason::Other);
+    let kind = match end {
+        e if e.is_infrastructure() => FailureKind::Infrastructure,
+        EndReason::Exited if serving => FailureKind::Infrastructure,
+        EndReason::TimeLimit => FailureKind::TimedOut,
+        _ => FailureKind::Other,
+    };
+    let code = st
+        .exit_code
+        .map(|c| format!(", exit code {c}"))
+        .or_else(|| st.signal.map(|s| format!(", signal {s}")))
+        .unwrap_or_default();
+    let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
+    let why = match (end, serving) {
+        (EndReason::Exited, true) => "its agent died or was killed".to_owned(),
+        (EndReason::OutOfMemory, _) => "it ran out of memory: ask for more with the \
+                                        derivation's extraSlurmParams (memory_per_node)"
+            .to_owned(),
+        (e, _) => e.describe().to_owned(),
+    };
+    let when = if serving {
+        "while the build was running"
+    } else {
+        "before nsh could reach its agent"
+    };
+    let error = anyhow::anyhow!(
+        "job {job}{on} ended ({}{code}) {when}: {why}",
+        if st.raw_state.is_empty() {
+            "unknown to the scheduler"
+        } else {
+            &st.raw_state
+        }
+    );
+    Failure {
+        kind,
+        error,
+        host: host.map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::JobState;
+
+    fn ended(end: EndReason, exit_code: Option<i32>, signal: Option<i32>) -> JobStatus {
+        JobStatus {
+            state: JobState::Failed,
+            raw_state: format!("{end:?}").to_uppercase(),
+            host: Some("node1".into()),
+            exit_code,
+            signal,
+            reason: None,
+            end: Some(end),
+            waits_for_nodes: false,
+            in_queue: false,
+        }
+    }
+
+    fn kind(end: EndReason, serving: bool) -> FailureKind {
+        let st = ended(end, None, Some(9));
+        job_ended(&JobId("7".into()), Some("node1"), &st, serving).kind
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(FailureKind::BuilderFailed.exit_code(), 100);
+        assert_eq!(FailureKind::TimedOut.exit_code(), 101);
+        assert_eq!(FailureKind::Infrastructure.exit_code(), 1);
+        assert_eq!(FailureKind::Other.exit_code(), 1);
+    }
+
+    #[test]
+    fn realise_status() {
+        assert_eq!(realise_failure_kind(100), FailureKind::BuilderFailed);
+        assert_eq!(realise_failure_kind(101), FailureKind::TimedOut);
+        assert_eq!(realise_failure_kind(103), FailureKind::TimedOut);
+        assert_eq!(realise_failure_kind(104), FailureKind::BuilderFailed);
+        assert_eq!(realise_failure_kind(1), FailureKind::BuilderFailed);
+        assert_eq!(realise_failure_kind(129), FailureKind::BuilderFailed);
+    }
+
+    #[test]
+    fn ended_jobs() {
+        use EndReason::*;
+        for serving in [false, true] {
+            assert_eq!(kind(NodeFailed, serving), FailureKind::Infrastructure);
+            assert_eq!(kind(Preempted, serving), FailureKind::Infrastructure);
+            assert_eq!(kind(LaunchFailed, serving), FailureKind::Infrastructure);
+            assert_eq!(kind(TimeLimit, serving), FailureKind::TimedOut);
+            assert_eq!(kind(Cancelled, serving), FailureKind::Other);
+            assert_eq!(kind(OutOfMemory, serving), FailureKind::Other);
+            assert_eq!(kind(Other, serving), FailureKind::Other);
+        }
+        // An agent that dies mid-build was killed; a script that exits at its start (an
+        // unsafe state dir, no agent) is a setup problem.
+        assert_eq!(kind(Exited, true), FailureKind::Infrastructure);
+        assert_eq!(kind(Exited, false), FailureKind::Other);
+    }
+
+    #[test]
+    fn messages_name_job_node_and_cause() {
+        let st = ended(EndReason::NodeFailed, None, None);
+        let f = job_ended(&JobId("7".into()), Some("node1"), &st, true);
+        let text = format!("{:#}", f.error);
+        assert!(text.contains("job 7 on node1"), "{text}");
+        assert!(text.contains("the scheduler lost its node"), "{text}");
+        assert_eq!(f.host.as_deref(), Some("node1"));
+        let st = ended(EndReason::Exited, None, Some(9));
+        let text = format!("{:#}", job_ended(&JobId("8".into()), None, &st, true).error);
+        assert!(text.contains("signal 9"), "{text}");
+        assert!(text.contains("agent died or was killed"), "{text}");
+    }
+}
