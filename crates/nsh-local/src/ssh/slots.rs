@@ -3,8 +3,7 @@
 //! releases the lock when the hook dies, however it dies. Blocking calls: run these off
 //! the async runtime.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::fs::{File, TryLockError};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -53,11 +52,8 @@ pub fn take(host_dir: &Path, avoid: &[usize]) -> Result<Held> {
 /// Waits for the exclusive lock on `path` (created if missing); held while the file lives.
 pub fn lock_exclusive(path: &Path) -> Result<File> {
     let file = open(path)?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot lock {}", path.display()));
-    }
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
     Ok(file)
 }
 
@@ -71,17 +67,13 @@ fn open(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open {}", path.display()))
 }
 
-/// `Ok(false)` if another process holds it.
+/// `Ok(false)` if another process holds it. std's file locks are `flock` on Linux, the
+/// same lock queue_slots.rs takes.
 fn try_lock(file: &File) -> std::io::Result<bool> {
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.kind() == std::io::ErrorKind::WouldBlock {
-        Ok(false)
-    } else {
-        Err(e)
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) => Err(e),
     }
 }
 
