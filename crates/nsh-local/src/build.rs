@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::job_script::JobFiles;
 use crate::local_store::LocalStore;
 use crate::nix_log::{ACT_UNKNOWN, LVL_TALKATIVE, Ui};
-use crate::scheduler::{JobId, JobState, JobStatus, Scheduler};
+use crate::scheduler::{ErrorKind, JobId, JobState, JobStatus, Scheduler};
 use crate::ssh::{Slot, SshPool};
 use crate::transfer;
 
@@ -333,7 +333,10 @@ impl Build<'_> {
             let status = match sched.status(&self.job).await {
                 Ok(s) => s,
                 // A busy or restarting slurmrestd is no reason to lose the build.
-                Err(e) if crate::scheduler::is_transient(&e) && started.elapsed() < PATIENCE => {
+                Err(e)
+                    if sched.error_kind(&e) == ErrorKind::Transient
+                        && started.elapsed() < PATIENCE =>
+                {
                     tracing::warn!(job = %self.job, "polling: {e:#}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;

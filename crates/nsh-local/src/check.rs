@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::agent_deploy::{self, AgentBinary};
-use crate::config::{self, JobScheduler};
+use crate::config;
 use crate::job_script::{self, JobFiles};
-use crate::scheduler::{JobSpec, JobState, Scheduler};
+use crate::scheduler::backend::print_line;
+use crate::scheduler::{Backend, JobSpec, JobState, Scheduler};
 use crate::ssh::SshPool;
 
 fn ok(what: &str) {
@@ -31,21 +32,31 @@ pub fn run() -> Result<()> {
     for w in &config.warnings {
         println!("warn  {w}");
     }
-    if config.job_scheduler != JobScheduler::Slurm {
-        bail!(
-            "job-scheduler = {} is not available in this build of nsh",
-            config.job_scheduler
-        );
-    }
     let agent = AgentBinary::locate()?;
     ok(&format!("agent binary {}", agent.path.display()));
-    let allowed = crate::scheduler::job_params::allowed_set(
-        &config,
-        crate::scheduler::job_params::SLURM_REST_ALLOWED,
-    );
+    if let Some((attr, default)) = crate::scheduler::backend::derivation_attribute(&config) {
+        params_line(&config, attr, default);
+    }
+    // Held while the test job runs: it counts against the cap like any build.
+    let _slot = check_queue_cap(&config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (sched, lines) = Backend::for_check(&config).await?;
+        for line in &lines {
+            print_line(line);
+        }
+        check_job(&config, &sched, &agent).await
+    })
+}
+
+/// Which job parameters a derivation may ask for, and whether the admin changed the set.
+fn params_line(config: &config::Config, attr: &str, default: &[&str]) {
+    let allowed = crate::scheduler::job_params::allowed_set(config, default);
     ok(&format!(
-        "derivations may ask for {} job parameters in extraSlurmParams ({}; \
-         allowed-job-params {})",
+        "derivations may ask for {} job parameters in {attr} ({}; allowed-job-params {})",
         allowed.len(),
         allowed
             .iter()
@@ -60,48 +71,8 @@ pub fn run() -> Result<()> {
             "at its default"
         }
     ));
-    // Held while the test job runs: it counts against the cap like any build.
-    let _slot = check_queue_cap(&config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        // Negotiate afresh (no cached negotiation): this is what is being checked.
-        let token = config
-            .slurm_jwt_token
-            .as_ref()
-            .context("'slurm-jwt-token' is required when job-scheduler = slurm")?;
-        // Said before connecting, so it shows even when slurmrestd cannot be reached.
-        if let Some(line) = plain_http_line(&config) {
-            println!("{line}");
-        }
-        let sched = crate::scheduler::slurm_rest::SlurmRest::connect_cached(
-            &config.slurm_api_host,
-            config.slurm_api_port,
-            &crate::scheduler::transport(&config),
-            token.expose(),
-            config.slurm_api_version.as_deref(),
-            None,
-        )
-        .await?;
-        sched.ping().await?;
-        ok(&format!(
-            "{} accepts the token (user {})",
-            sched.describe(),
-            sched.user().unwrap_or("?")
-        ));
-        if let Some(trust) = sched.transport().trust() {
-            ok(&format!(
-                "link to slurmrestd is encrypted (https, certificate of {} verified against {trust})",
-                config.slurm_api_host
-            ));
-        }
-        check_job(&config, &sched, &agent).await
-    })
 }
 
-/// For plain HTTP: an `ok` line when the token stays on this machine, else a `warn` line.
 /// `max-queued-jobs`: the slot files work, and how full the cap is now.
 fn check_queue_cap(config: &config::Config) -> Result<Option<crate::queue_slots::Slot>> {
     use crate::queue_slots::{Claim, claim};
@@ -126,26 +97,6 @@ fn check_queue_cap(config: &config::Config) -> Result<Option<crate::queue_slots:
             );
             None
         }
-    })
-}
-
-fn plain_http_line(config: &config::Config) -> Option<String> {
-    if config.slurm_api_scheme != config::ApiScheme::Http {
-        return None;
-    }
-    let host = &config.slurm_api_host;
-    Some(if config.token_crosses_plain_http() {
-        format!(
-            "warn  link to slurmrestd is NOT encrypted: the token (slurm-jwt-token) crosses plain \
-             HTTP to {host}, which is not a loopback address, on every request; anyone on the \
-             path can read and reuse it. Put a TLS proxy in front of slurmrestd and set \
-             slurm-api-scheme = https (and slurm-api-ca-file)"
-        )
-    } else {
-        format!(
-            "ok    link to slurmrestd is plain HTTP to {host}, a loopback address: the token \
-             stays on this machine"
-        )
     })
 }
 
@@ -180,7 +131,6 @@ async fn check_job<S: Scheduler>(
         dir = job_script::sh_quote(&files.dir),
         agent = job_script::sh_quote(&files.agent),
     );
-    let extra = config.slurm_extra_submission_params.clone();
     let job = sched
         .submit(&JobSpec {
             name: "nsh-check".into(),
@@ -190,7 +140,7 @@ async fn check_job<S: Scheduler>(
                 "/usr/local/bin:/usr/bin:/bin:/nix/var/nix/profiles/default/bin".into(),
             )],
             working_dir: "/".into(),
-            extra,
+            params: Backend::admin_params(config),
             exclude_hosts: Vec::new(),
         })
         .await

@@ -12,14 +12,14 @@ use nsh_wire::hook::{self, HookRequest, Offer, Reply};
 
 use crate::agent_deploy::AgentBinary;
 use crate::build::Build;
-use crate::config::{Config, JobScheduler};
+use crate::config::Config;
 use crate::fallback::Fallback;
 use crate::job_script;
 use crate::local_store::LocalStore;
 use crate::nix_log::{self, Ui};
 use crate::queue_slots::{self, Claim, Slot};
 use crate::routing::{Route, route};
-use crate::scheduler::{JobSpec, Scheduler, job_params};
+use crate::scheduler::{Backend, ErrorKind, JobParams, JobSpec, Scheduler};
 
 /// Records the bytes a parser consumed, so they can be replayed to Nix's own hook.
 struct RecordingReader<R> {
@@ -164,7 +164,7 @@ fn read_rest<R: Read>(input: &mut RecordingReader<R>) -> Vec<u8> {
 struct Prepared {
     store: LocalStore,
     drv: Derivation,
-    extra: serde_json::Map<String, serde_json::Value>,
+    params: JobParams,
 }
 
 fn prepare(
@@ -185,37 +185,9 @@ fn prepare(
     let real = store.real_path(drv_path)?;
     let text = std::fs::read(&real).with_context(|| format!("cannot read {}", real.display()))?;
     let drv = Derivation::parse(&text).with_context(|| format!("cannot parse {drv_path}"))?;
-    let extra = job_params_of(config, &drv).with_context(|| drv_path.to_string())?;
-    Ok(Prepared { store, drv, extra })
-}
-
-/// The derivation's own scheduler parameters, checked against the allowed set (nothing is
-/// submitted if they fail), then the admin's `slurm-extra-submission-params` over them.
-fn job_params_of(
-    config: &Config,
-    drv: &Derivation,
-) -> Result<serde_json::Map<String, serde_json::Value>> {
-    let mut extra = serde_json::Map::new();
-    if config.job_scheduler == JobScheduler::Slurm {
-        const ATTR: &str = "extraSlurmParams";
-        if let Some(value) = drv
-            .attr_json(ATTR)
-            .with_context(|| format!("bad attribute '{ATTR}'"))?
-        {
-            let allowed = job_params::allowed_set(config, job_params::SLURM_REST_ALLOWED);
-            extra = job_params::check_derivation_params(
-                ATTR,
-                value,
-                &allowed,
-                job_params::SLURM_REST_RESERVED,
-            )?;
-        }
-        // The global setting wins over the derivation's own parameters.
-        for (k, v) in &config.slurm_extra_submission_params {
-            extra.insert(k.clone(), v.clone());
-        }
-    }
-    Ok(extra)
+    let params =
+        crate::scheduler::derivation_params(config, &drv).with_context(|| drv_path.to_string())?;
+    Ok(Prepared { store, drv, params })
 }
 
 /// Why nsh cannot build `drv` at all, if it cannot.
@@ -308,39 +280,27 @@ fn accept_and_build<R: Read>(
             return Some(100);
         }
     };
-    match config.job_scheduler {
-        JobScheduler::Slurm => {
-            let sched = match rt.block_on(crate::scheduler::slurm_rest_from_config(config)) {
-                Ok(s) => s,
-                Err(e) => {
-                    ui.error(&format!("nsh: {e:#}"));
-                    reply(&Reply::DeclinePermanently);
-                    return Some(0);
-                }
-            };
-            let to_submit = ToSubmit {
-                prepared,
-                slot,
-                sched: &sched,
-            };
-            rt.block_on(submit_and_build(
-                ui,
-                config,
-                nix_settings,
-                offer,
-                input,
-                to_submit,
-            ))
-        }
-        other => {
-            ui.error(&format!(
-                "nsh: job-scheduler = {other:?} is not available in this build of nsh; use \
-                 job-scheduler = slurm"
-            ));
+    let sched = match rt.block_on(Backend::from_config(config)) {
+        Ok(s) => s,
+        Err(e) => {
+            ui.error(&format!("nsh: {e:#}"));
             reply(&Reply::DeclinePermanently);
-            Some(0)
+            return Some(0);
         }
-    }
+    };
+    let to_submit = ToSubmit {
+        prepared,
+        slot,
+        sched: &sched,
+    };
+    rt.block_on(submit_and_build(
+        ui,
+        config,
+        nix_settings,
+        offer,
+        input,
+        to_submit,
+    ))
 }
 
 /// What the submit needs besides the offer: the checked derivation, the queue slot it
@@ -386,13 +346,13 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         script: job_script::render(config, &files, &offer.drv_path, &token),
         environment: job_environment(),
         working_dir: "/".into(),
-        extra: prepared.extra.clone(),
+        params: prepared.params.clone(),
         exclude_hosts: Vec::new(),
     };
     let job = match sched.submit(&spec).await {
         Ok(j) => j,
         // Nix offers it again after build-poll-interval seconds: by then jobs may have ended.
-        Err(e) if crate::scheduler::refused_for_limit(&e) => {
+        Err(e) if sched.error_kind(&e) == ErrorKind::Refused => {
             tracing::debug!(
                 drv = offer.drv_path,
                 "submission refused for a limit: {e:#}"
@@ -421,7 +381,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
             None
         }
     };
-    accept(ui, format!("slurm job {job}"));
+    accept(ui, format!("{} job {job}", sched.name()));
     ui.info(&format!(
         "nsh: submitted {} as job {job} to {}",
         offer.drv_path,

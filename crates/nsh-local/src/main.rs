@@ -88,7 +88,7 @@ fn main() -> ExitCode {
             };
             let connect = async || {
                 let config = config::load()?;
-                scheduler::slurm_rest_from_config(&config).await
+                scheduler::Backend::from_config(&config).await
             };
             match reaper::run(&rt, std::io::stdin(), &job, holds_slot, connect) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -54,6 +54,12 @@ impl Scheduler for Fake {
     fn describe(&self) -> String {
         "fake".into()
     }
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn error_kind(&self, _: &anyhow::Error) -> crate::scheduler::ErrorKind {
+        crate::scheduler::ErrorKind::Transient
+    }
 }
 
 fn paused() -> tokio::runtime::Runtime {

@@ -1,12 +1,14 @@
 //! Batch schedulers behind one interface. Each backend owns its wire details (Slurm JSON,
 //! PBS output); the rest of nsh sees only [`JobSpec`], [`JobId`] and [`JobStatus`].
 
+pub mod backend;
+pub mod commands;
 pub mod job_params;
 pub mod slurm_rest;
 
-use anyhow::Context;
-
 use std::fmt;
+
+pub use backend::{Backend, derivation_params};
 
 /// What nsh asks the scheduler to run: one batch job per derivation.
 #[derive(Debug, Clone)]
@@ -19,12 +21,51 @@ pub struct JobSpec {
     pub environment: Vec<(String, String)>,
     /// Working directory of the job on the cluster.
     pub working_dir: String,
-    /// Merged JSON object of scheduler-specific parameters: the derivation's own
-    /// (`extraSlurmParams` …) overridden by the global setting. Backends merge it last.
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// The backend's own job parameters, checked: the derivation's attribute
+    /// (`extraSlurmParams`, `pbsResources`) with the admin's settings over it.
+    pub params: JobParams,
     /// Hosts the job must not run on (where an earlier attempt of this build was lost);
     /// added to any the derivation or the admin excluded.
     pub exclude_hosts: Vec<String>,
+}
+
+/// Per-derivation job parameters, in the form of the backend that will submit the job; each
+/// backend parses and checks its own derivation attribute before the offer is accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobParams {
+    /// Fields of slurmrestd's `job` object; nsh's own fields are set over them.
+    SlurmRest(serde_json::Map<String, serde_json::Value>),
+    /// PBS resources, each passed as `-l name=value`, in order; names and values checked.
+    Pbs(Vec<(String, String)>),
+}
+
+impl JobParams {
+    /// No parameters, for `scheduler`.
+    pub fn none_for(scheduler: crate::config::JobScheduler) -> JobParams {
+        match scheduler {
+            crate::config::JobScheduler::Pbs => JobParams::Pbs(Vec::new()),
+            _ => JobParams::SlurmRest(serde_json::Map::new()),
+        }
+    }
+}
+
+/// What kind of failure a scheduler error is, so the hook can retry, postpone or give up
+/// without knowing which backend it talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The scheduler (or the host its commands run on) could not be reached, was busy or
+    /// restarting: the same request may work later.
+    Transient,
+    /// The scheduler refused nsh's credentials (an expired token, no permission).
+    Auth,
+    /// A submission refused for a per-user, account or QOS limit or a full queue: the same
+    /// job may be accepted later, so the offer is postponed.
+    Refused,
+    /// The scheduler does not know the job (any more).
+    #[allow(dead_code)] // the command-line backends' qdel/qstat (next commits)
+    Gone,
+    /// Anything else: the request was wrong, or the scheduler failed.
+    Other,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -129,24 +170,10 @@ pub trait Scheduler: Send + Sync {
     fn cancel(&self, id: &JobId) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Human-readable name of the endpoint, for messages (`slurmrestd at host:port (v0.0.42)`).
     fn describe(&self) -> String;
-}
-
-/// True when the scheduler refused a submission for a per-user, account or QOS limit
-/// (or a full queue): the same job may be accepted later, so the offer is postponed.
-pub fn refused_for_limit(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<slurm_rest::Error>()
-            .is_some_and(slurm_rest::Error::is_limit)
-    })
-}
-
-/// True when trying the same request again later may work (slurmrestd unreachable or
-/// restarting, all of this host's connections busy).
-pub fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<slurm_rest::Error>()
-            .is_some_and(slurm_rest::Error::is_transient)
-    })
+    /// The scheduler's short name (`slurm`, `pbs`), for the machine Nix shows (`slurm job 7`).
+    fn name(&self) -> &'static str;
+    /// The kind of an error this backend returned (looked for anywhere in its chain).
+    fn error_kind(&self, e: &anyhow::Error) -> ErrorKind;
 }
 
 /// Checks a host name the scheduler gave before it reaches `ssh` or a message: letters,
@@ -175,36 +202,6 @@ pub fn check_host_name(host: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The Slurm REST backend as configured in `nsh.conf`.
-pub async fn slurm_rest_from_config(
-    config: &crate::config::Config,
-) -> anyhow::Result<slurm_rest::SlurmRest> {
-    let token = config
-        .slurm_jwt_token
-        .as_ref()
-        .context("'slurm-jwt-token' is required when job-scheduler = slurm")?;
-    let cache = crate::runtime_dir::runtime_dir().ok();
-    slurm_rest::SlurmRest::connect_cached(
-        &config.slurm_api_host,
-        config.slurm_api_port,
-        &transport(config),
-        token.expose(),
-        config.slurm_api_version.as_deref(),
-        cache.as_deref(),
-    )
-    .await
-}
-
-/// `slurm-api-scheme` and `slurm-api-ca-file` as the REST client's [`slurm_rest::Transport`].
-pub fn transport(config: &crate::config::Config) -> slurm_rest::Transport {
-    match config.slurm_api_scheme {
-        crate::config::ApiScheme::Http => slurm_rest::Transport::Http,
-        crate::config::ApiScheme::Https => slurm_rest::Transport::Https {
-            ca_file: config.slurm_api_ca_file.clone(),
-        },
-    }
 }
 
 #[cfg(test)]

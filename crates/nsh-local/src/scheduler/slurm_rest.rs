@@ -41,7 +41,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{JobId, JobSpec, JobStatus, Scheduler};
+use super::{ErrorKind, JobId, JobSpec, JobStatus, Scheduler};
 use permits::Permits;
 use shapes::{
     ESLURM_ALREADY_DONE, ESLURM_INVALID_JOB_ID, LIMIT_ERRORS, Paths, V0_0_38_AUTH_ERRORS,
@@ -182,6 +182,19 @@ impl Error {
     /// full queue: the same job may be accepted once other jobs end.
     pub fn is_limit(&self) -> bool {
         matches!(self, Error::Limit { .. })
+    }
+
+    /// This error as the hook sees it, whichever backend runs.
+    pub fn kind(&self) -> ErrorKind {
+        if self.is_transient() {
+            ErrorKind::Transient
+        } else if self.is_limit() {
+            ErrorKind::Refused
+        } else if matches!(self, Error::TokenRejected { .. } | Error::BadToken(_)) {
+            ErrorKind::Auth
+        } else {
+            ErrorKind::Other
+        }
     }
 }
 
@@ -778,6 +791,16 @@ impl Scheduler for SlurmRest {
             return Err(self.bad_answer(&action, detail).into());
         }
         Err(self.error(&answer, &action).into())
+    }
+
+    fn name(&self) -> &'static str {
+        "slurm"
+    }
+
+    fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {
+        e.chain()
+            .find_map(|c| c.downcast_ref::<Error>().map(Error::kind))
+            .unwrap_or(ErrorKind::Other)
     }
 
     fn describe(&self) -> String {

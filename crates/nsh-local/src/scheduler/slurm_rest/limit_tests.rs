@@ -9,7 +9,13 @@
 
 use super::tests::{doc_2205, doc_2605, slurmrestd, spec, token_for};
 use super::{Error, SlurmRest};
-use crate::scheduler::{Scheduler, refused_for_limit};
+use crate::scheduler::{ErrorKind, Scheduler};
+
+fn refused_for_limit(err: &anyhow::Error) -> bool {
+    err.chain()
+        .find_map(|c| c.downcast_ref::<Error>().map(Error::kind))
+        == Some(ErrorKind::Refused)
+}
 
 const POLICY_2605: &str = r#"{"errors":[{"description":"Batch job submission failed","error_number":2050,"error":"Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)","source":"slurm_submit_batch_job()"}],"warnings":[]}"#;
 const POLICY_2205: &str = r#"{"meta":{},"errors":[{"error_code":2050,"error":"Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)"}]}"#;

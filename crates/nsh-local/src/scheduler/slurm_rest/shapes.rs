@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Map, Value};
 
 use super::{ApiVersion, MAX_VERSION, MIN_VERSION};
-use crate::scheduler::{EndReason, JobId, JobSpec, JobState, JobStatus};
+use crate::scheduler::{EndReason, JobId, JobParams, JobSpec, JobState, JobStatus};
 
 /// Longest non-JSON body quoted in an error.
 pub(super) const MAX_QUOTED: usize = 300;
@@ -205,7 +205,7 @@ pub(super) fn choose_version(
     }
 }
 
-/// The `/job/submit` body for `version`: `job.extra` with nsh's own fields over it.
+/// The `/job/submit` body for `version`: the job's parameters with nsh's own fields over it.
 pub(super) fn submit_body(version: ApiVersion, spec: &JobSpec) -> Result<Value, String> {
     for (name, _) in &spec.environment {
         if name.is_empty() || name.contains(['=', '\0']) {
@@ -216,7 +216,10 @@ pub(super) fn submit_body(version: ApiVersion, spec: &JobSpec) -> Result<Value, 
     }
     // The extra parameters first: nsh's own fields below always win over them (the
     // derivation's are checked in `scheduler::job_params`; the admin's may not name these).
-    let mut job: Map<String, Value> = spec.extra.clone();
+    let mut job: Map<String, Value> = match &spec.params {
+        JobParams::SlurmRest(params) => params.clone(),
+        other => return Err(format!("parameters for another scheduler: {other:?}")),
+    };
     // 22.05's v0.0.38 parser refuses the key ("Disabled key: excluded_nodes"): there a
     // resubmission may land on the lost node again.
     if !spec.exclude_hosts.is_empty() && version != ApiVersion(38) {

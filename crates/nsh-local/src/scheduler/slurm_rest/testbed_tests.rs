@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::shapes::maybe_number;
 use super::{Error, SlurmRest};
-use crate::scheduler::{JobId, JobSpec, JobState, JobStatus, Scheduler};
+use crate::scheduler::{JobId, JobParams, JobSpec, JobState, JobStatus, Scheduler};
 
 const POLL: Duration = Duration::from_millis(500);
 const JOB_DEADLINE: Duration = Duration::from_secs(120);
@@ -54,7 +54,7 @@ fn job(name: &str, script: &str, extra: Value) -> JobSpec {
         script: script.to_owned(),
         environment: vec![("PATH".into(), "/usr/bin:/bin".into())],
         working_dir: "/tmp".into(),
-        extra: extra.as_object().cloned().unwrap_or_default(),
+        params: JobParams::SlurmRest(extra.as_object().cloned().unwrap_or_default()),
         exclude_hosts: Vec::new(),
     }
 }

@@ -13,7 +13,7 @@ use super::shapes::{
     Paths, choose_version, exit_of, job_status, served_versions, submit_body, unknown_status,
 };
 use super::{ApiVersion, Error, SlurmRest, Token};
-use crate::scheduler::{EndReason, JobId, JobSpec, JobState, JobStatus, Scheduler};
+use crate::scheduler::{EndReason, JobId, JobParams, JobSpec, JobState, JobStatus, Scheduler};
 
 const SECRET_SIGNATURE: &str = "c2VjcmV0LXNpZ25hdHVyZS1kby1ub3QtbGVhaw";
 
@@ -36,7 +36,7 @@ pub(super) fn spec() -> JobSpec {
             ("A".into(), "x=y".into()),
         ],
         working_dir: "/home/alice".into(),
-        extra: serde_json::Map::new(),
+        params: JobParams::SlurmRest(serde_json::Map::new()),
         exclude_hosts: Vec::new(),
     }
 }
@@ -214,20 +214,22 @@ fn body_v0_0_40_and_later_has_job_script_and_list_environment() {
 #[test]
 fn extra_params_merge_but_nsh_fields_win() {
     let mut job = spec();
-    job.extra = json!({
-        "partition": "held",
-        "cpus_per_task": 2,
-        "name": "renamed",
-        "script": "#!/bin/sh\nid > /tmp/pwned\n",
-        "environment": {"LD_PRELOAD": "/tmp/x.so"},
-        "standard_output": "/etc/passwd",
-        "current_working_directory": "/tmp",
-        "requeue": true,
-        "memory_per_node": {"set": true, "number": 1024},
-    })
-    .as_object()
-    .cloned()
-    .unwrap();
+    job.params = JobParams::SlurmRest(
+        json!({
+            "partition": "held",
+            "cpus_per_task": 2,
+            "name": "renamed",
+            "script": "#!/bin/sh\nid > /tmp/pwned\n",
+            "environment": {"LD_PRELOAD": "/tmp/x.so"},
+            "standard_output": "/etc/passwd",
+            "current_working_directory": "/tmp",
+            "requeue": true,
+            "memory_per_node": {"set": true, "number": 1024},
+        })
+        .as_object()
+        .cloned()
+        .unwrap(),
+    );
     for version in [38, 39, 42] {
         let body = submit_body(v(version), &job).unwrap();
         assert_eq!(body["job"]["partition"], "held");
@@ -988,13 +990,18 @@ fn excluded_nodes_join_the_derivations() {
     assert_eq!(body["job"]["excluded_nodes"], json!("node1"));
     // The derivation's own exclusions stay, as a string or as a list.
     for given in [json!("node3, node4"), json!(["node3", "node4"])] {
-        job.extra.insert("excluded_nodes".into(), given);
+        job.params = JobParams::SlurmRest(
+            json!({ "excluded_nodes": given })
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
         job.exclude_hosts = vec!["node1".into(), "node3".into()];
         let body = submit_body(v(39), &job).unwrap();
         assert_eq!(body["job"]["excluded_nodes"], json!("node3,node4,node1"));
     }
     // 22.05 (v0.0.38) refuses the key: nsh adds nothing there.
-    job.extra.clear();
+    job.params = JobParams::SlurmRest(serde_json::Map::new());
     let body = submit_body(v(38), &job).unwrap();
     assert!(body["job"].get("excluded_nodes").is_none());
     // Nothing excluded: nothing added.

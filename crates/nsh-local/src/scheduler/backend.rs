@@ -1,0 +1,222 @@
+//! The one place a backend is chosen and built from the settings: the hook, the reaper and
+//! `nsh check` all get theirs here. [`Backend`] is an enum over the implementations (as
+//! openssh-rust's `Session` is over its mux implementations), so the rest of nsh is written
+//! once against [`Scheduler`] and never learns which scheduler runs.
+
+use anyhow::{Context, Result};
+use nsh_wire::derivation::Derivation;
+
+use super::{ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler, job_params, slurm_rest};
+use crate::config::{Config, JobScheduler};
+
+pub enum Backend {
+    SlurmRest(slurm_rest::SlurmRest),
+}
+
+/// What `nsh check` prints about a backend: `ok` lines, and `warn` lines that do not stop it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckLine {
+    Ok(String),
+    Warn(String),
+}
+
+impl Backend {
+    /// The backend `nsh.conf` asks for, ready to submit. A REST backend reuses this host's
+    /// cached version negotiation.
+    pub async fn from_config(config: &Config) -> Result<Backend> {
+        Self::build(config, true).await
+    }
+
+    /// For `nsh check`: built afresh (no cached negotiation, which is part of what is being
+    /// checked), with the lines to print before (which show even when the backend cannot be
+    /// reached) and after connecting.
+    pub async fn for_check(config: &Config) -> Result<(Backend, Vec<CheckLine>)> {
+        for line in preflight(config) {
+            print_line(&line);
+        }
+        let backend = Self::build(config, false).await?;
+        let lines = backend.probe(config).await?;
+        Ok((backend, lines))
+    }
+
+    async fn build(config: &Config, cached: bool) -> Result<Backend> {
+        match config.job_scheduler {
+            JobScheduler::Slurm => {
+                let token = config
+                    .slurm_jwt_token
+                    .as_ref()
+                    .context("'slurm-jwt-token' is required when job-scheduler = slurm")?;
+                let cache = if cached {
+                    crate::runtime_dir::runtime_dir().ok()
+                } else {
+                    None
+                };
+                Ok(Backend::SlurmRest(
+                    slurm_rest::SlurmRest::connect_cached(
+                        &config.slurm_api_host,
+                        config.slurm_api_port,
+                        &transport(config),
+                        token.expose(),
+                        config.slurm_api_version.as_deref(),
+                        cache.as_deref(),
+                    )
+                    .await?,
+                ))
+            }
+            other => anyhow::bail!(
+                "job-scheduler = {other} is not available in this build of nsh; use \
+                 job-scheduler = slurm"
+            ),
+        }
+    }
+
+    /// `nsh check`'s probes of a connected backend: credentials accepted, link protected.
+    async fn probe(&self, config: &Config) -> Result<Vec<CheckLine>> {
+        match self {
+            Backend::SlurmRest(s) => {
+                s.ping().await?;
+                let mut lines = vec![CheckLine::Ok(format!(
+                    "{} accepts the token (user {})",
+                    s.describe(),
+                    s.user().unwrap_or("?")
+                ))];
+                if let Some(trust) = s.transport().trust() {
+                    lines.push(CheckLine::Ok(format!(
+                        "link to slurmrestd is encrypted (https, certificate of {} verified \
+                         against {trust})",
+                        config.slurm_api_host
+                    )));
+                }
+                Ok(lines)
+            }
+        }
+    }
+
+    /// The admin's job parameters for `nsh check`'s test job (no derivation's).
+    pub fn admin_params(config: &Config) -> JobParams {
+        match config.job_scheduler {
+            JobScheduler::Slurm => {
+                JobParams::SlurmRest(config.slurm_extra_submission_params.clone())
+            }
+            other => JobParams::none_for(other),
+        }
+    }
+}
+
+pub fn print_line(line: &CheckLine) {
+    match line {
+        CheckLine::Ok(l) => println!("ok    {l}"),
+        CheckLine::Warn(l) => println!("warn  {l}"),
+    }
+}
+
+impl Scheduler for Backend {
+    async fn submit(&self, job: &JobSpec) -> Result<JobId> {
+        match self {
+            Backend::SlurmRest(s) => s.submit(job).await,
+        }
+    }
+
+    async fn status(&self, id: &JobId) -> Result<JobStatus> {
+        match self {
+            Backend::SlurmRest(s) => s.status(id).await,
+        }
+    }
+
+    async fn cancel(&self, id: &JobId) -> Result<()> {
+        match self {
+            Backend::SlurmRest(s) => s.cancel(id).await,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Backend::SlurmRest(s) => s.describe(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::SlurmRest(s) => s.name(),
+        }
+    }
+
+    fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {
+        match self {
+            Backend::SlurmRest(s) => s.error_kind(e),
+        }
+    }
+}
+
+/// The derivation's own scheduler parameters, parsed and checked by the chosen backend
+/// before the offer is accepted (nothing is submitted if they fail), with the admin's
+/// settings over them.
+pub fn derivation_params(config: &Config, drv: &Derivation) -> Result<JobParams> {
+    match config.job_scheduler {
+        JobScheduler::Slurm => slurm_rest_params(config, drv),
+        other => Ok(JobParams::none_for(other)),
+    }
+}
+
+/// The derivation attribute the chosen backend reads, and the keys it allows by default.
+pub fn derivation_attribute(config: &Config) -> Option<(&'static str, &'static [&'static str])> {
+    match config.job_scheduler {
+        JobScheduler::Slurm => Some(("extraSlurmParams", job_params::SLURM_REST_ALLOWED)),
+        _ => None,
+    }
+}
+
+fn slurm_rest_params(config: &Config, drv: &Derivation) -> Result<JobParams> {
+    const ATTR: &str = "extraSlurmParams";
+    let mut params = serde_json::Map::new();
+    if let Some(value) = drv
+        .attr_json(ATTR)
+        .with_context(|| format!("bad attribute '{ATTR}'"))?
+    {
+        let allowed = job_params::allowed_set(config, job_params::SLURM_REST_ALLOWED);
+        params = job_params::check_derivation_params(
+            ATTR,
+            value,
+            &allowed,
+            job_params::SLURM_REST_RESERVED,
+        )?;
+    }
+    // The global setting wins over the derivation's own parameters.
+    for (k, v) in &config.slurm_extra_submission_params {
+        params.insert(k.clone(), v.clone());
+    }
+    Ok(JobParams::SlurmRest(params))
+}
+
+/// What `nsh check` says before it connects: whether the token crosses plain HTTP.
+fn preflight(config: &Config) -> Vec<CheckLine> {
+    if config.job_scheduler != JobScheduler::Slurm
+        || config.slurm_api_scheme != crate::config::ApiScheme::Http
+    {
+        return Vec::new();
+    }
+    let host = &config.slurm_api_host;
+    vec![if config.token_crosses_plain_http() {
+        CheckLine::Warn(format!(
+            "link to slurmrestd is NOT encrypted: the token (slurm-jwt-token) crosses plain \
+             HTTP to {host}, which is not a loopback address, on every request; anyone on the \
+             path can read and reuse it. Put a TLS proxy in front of slurmrestd and set \
+             slurm-api-scheme = https (and slurm-api-ca-file)"
+        ))
+    } else {
+        CheckLine::Ok(format!(
+            "link to slurmrestd is plain HTTP to {host}, a loopback address: the token \
+             stays on this machine"
+        ))
+    }]
+}
+
+/// `slurm-api-scheme` and `slurm-api-ca-file` as the REST client's [`slurm_rest::Transport`].
+pub fn transport(config: &Config) -> slurm_rest::Transport {
+    match config.slurm_api_scheme {
+        crate::config::ApiScheme::Http => slurm_rest::Transport::Http,
+        crate::config::ApiScheme::Https => slurm_rest::Transport::Https {
+            ca_file: config.slurm_api_ca_file.clone(),
+        },
+    }
+}

@@ -1,0 +1,424 @@
+//! The scheduler's own commands (`qsub`, `qstat`, `qdel`; later `sbatch`…), run on this
+//! machine or on a login host over SSH (`login-host`), for the backends that drive a
+//! scheduler through its command-line clients.
+//!
+//! Sites often install the clients only on login nodes, so `login-host` runs every command
+//! there through nsh's SSH pool: the user's ssh config, one shared ControlMaster per few
+//! builds, one channel per command (never a connection per poll). Arguments are quoted for
+//! the remote shell by nsh itself ([`remote_line`]); none may hold a control character, so a
+//! value can never end the command line or start another. `scheduler-bin-dir` names the
+//! directory of the commands (sites put them in `/opt/pbs/bin`, which a non-interactive SSH
+//! session or nix-daemon's environment often lacks on PATH).
+
+#![allow(dead_code)] // until the PBS backend (the next commits) uses it
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::job_script::sh_quote;
+
+/// Longest a command may take: a scheduler that does not answer a `qstat` in this time is
+/// treated as unreachable (transient), not waited for.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One command to run.
+#[derive(Debug, Clone)]
+pub struct Invocation<'a> {
+    /// The command's name (`qsub`); looked up in `scheduler-bin-dir`, else on PATH.
+    pub program: &'a str,
+    pub args: &'a [String],
+    /// Set for the command only (`PBS_SERVER`…).
+    pub env: &'a [(String, String)],
+    /// Written to the command's stdin, which is then closed; `None`: empty stdin.
+    pub stdin: Option<&'a [u8]>,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// Exit status; `None` if it was killed by a signal.
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl CommandOutput {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    /// Stdout as text (lossy), for parsers.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Stderr as one printable line for messages: control characters shown as `?`, cut to
+    /// 300 characters (the cluster's words are untrusted).
+    pub fn stderr_line(&self) -> String {
+        printable(&String::from_utf8_lossy(&self.stderr))
+    }
+}
+
+/// A command that could not be run at all (as opposed to one that ran and failed).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The login host could not be reached, or the command did not answer in time: trying
+    /// again later may work.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The command does not exist there (exit 127 from the remote shell, or not found here).
+    #[error("{0}")]
+    NotFound(String),
+    /// A name or argument nsh refuses to pass (control characters): a bug or hostile input.
+    #[error("{0}")]
+    BadArgument(String),
+}
+
+/// Runs the scheduler's commands somewhere. The backends take any implementation, so their
+/// unit tests can answer with captured output.
+pub trait RunCommand: Send + Sync {
+    fn run(
+        &self,
+        inv: Invocation<'_>,
+    ) -> impl Future<Output = Result<CommandOutput, CommandError>> + Send;
+
+    /// Where the commands run, for messages (`on this machine`, `on login host login1`).
+    fn describe(&self) -> String;
+}
+
+/// The commands as `login-host` and `scheduler-bin-dir` say.
+#[allow(clippy::large_enum_variant)] // one per process
+pub enum Commands {
+    Local {
+        bin_dir: Option<String>,
+    },
+    Login {
+        host: String,
+        bin_dir: Option<String>,
+        pool: crate::ssh::SshPool,
+        /// This process's slot on the login host's masters, taken at the first command.
+        slot: tokio::sync::Mutex<Option<crate::ssh::Slot>>,
+    },
+}
+
+impl Commands {
+    pub fn new(login_host: Option<&str>, bin_dir: Option<&str>) -> Result<Commands> {
+        let bin_dir = bin_dir.map(str::to_owned);
+        Ok(match login_host {
+            None => Commands::Local { bin_dir },
+            Some(host) => {
+                crate::scheduler::check_host_name(host)
+                    .map_err(|why| anyhow::anyhow!("login-host {why}"))?;
+                let runtime = crate::runtime_dir::runtime_dir()?;
+                Commands::Login {
+                    host: host.to_owned(),
+                    bin_dir,
+                    pool: crate::ssh::SshPool::new(&runtime)?,
+                    slot: tokio::sync::Mutex::new(None),
+                }
+            }
+        })
+    }
+}
+
+impl RunCommand for Commands {
+    async fn run(&self, inv: Invocation<'_>) -> Result<CommandOutput, CommandError> {
+        check_invocation(&inv)?;
+        match self {
+            Commands::Local { bin_dir } => run_local(bin_dir.as_deref(), &inv).await,
+            Commands::Login {
+                host,
+                bin_dir,
+                pool,
+                slot,
+            } => {
+                let line = remote_line(bin_dir.as_deref(), &inv);
+                run_remote(host, pool, slot, &line, inv.stdin).await
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Commands::Local { .. } => "on this machine".into(),
+            Commands::Login { host, .. } => format!("on login host {host}"),
+        }
+    }
+}
+
+fn check_invocation(inv: &Invocation<'_>) -> Result<(), CommandError> {
+    let bad = |what: &str, s: &str| {
+        CommandError::BadArgument(format!(
+            "refusing to run {}: its {what} {} holds a control character or NUL",
+            inv.program,
+            printable(s)
+        ))
+    };
+    if inv.program.is_empty() || inv.program.contains(['/', ' ']) {
+        return Err(bad("name", inv.program));
+    }
+    for a in inv.args {
+        if a.chars().any(char::is_control) {
+            return Err(bad("argument", a));
+        }
+    }
+    for (k, v) in inv.env {
+        let name_ok = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !name_ok || v.chars().any(char::is_control) {
+            return Err(bad("environment", k));
+        }
+    }
+    Ok(())
+}
+
+fn program_path(bin_dir: Option<&str>, program: &str) -> String {
+    match bin_dir {
+        Some(dir) => format!("{}/{program}", dir.trim_end_matches('/')),
+        None => program.to_owned(),
+    }
+}
+
+async fn run_local(
+    bin_dir: Option<&str>,
+    inv: &Invocation<'_>,
+) -> Result<CommandOutput, CommandError> {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let path = program_path(bin_dir, inv.program);
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.args(inv.args)
+        .envs(inv.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if inv.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            CommandError::NotFound(format!(
+                "{path} not found on this machine{}",
+                not_found_hint(bin_dir)
+            ))
+        } else {
+            CommandError::Unreachable(format!("cannot run {path}: {e}"))
+        }
+    })?;
+    if let (Some(data), Some(mut stdin)) = (inv.stdin, child.stdin.take()) {
+        // A command that exits without reading its stdin is not an error here.
+        let _ = stdin.write_all(data).await;
+    }
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| timed_out(&path, "on this machine"))?
+        .map_err(|e| CommandError::Unreachable(format!("cannot run {path}: {e}")))?;
+    Ok(CommandOutput {
+        status: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}
+
+/// The command line for the login host's shell: `env NAME=value … PROGRAM 'arg' …`, every
+/// word single-quoted. POSIX shells and csh both read single quotes literally (no newline
+/// can occur: [`check_invocation`] refuses control characters).
+pub fn remote_line(bin_dir: Option<&str>, inv: &Invocation<'_>) -> String {
+    let mut words = Vec::new();
+    if !inv.env.is_empty() {
+        words.push("env".to_owned());
+        words.extend(inv.env.iter().map(|(k, v)| sh_quote(&format!("{k}={v}"))));
+    }
+    words.push(sh_quote(&program_path(bin_dir, inv.program)));
+    words.extend(inv.args.iter().map(|a| sh_quote(a)));
+    words.join(" ")
+}
+
+async fn run_remote(
+    host: &str,
+    pool: &crate::ssh::SshPool,
+    slot: &tokio::sync::Mutex<Option<crate::ssh::Slot>>,
+    line: &str,
+    stdin: Option<&[u8]>,
+) -> Result<CommandOutput, CommandError> {
+    let unreachable = |e: anyhow::Error| {
+        CommandError::Unreachable(format!("cannot reach login host {host}: {e:#}"))
+    };
+    let mut guard = slot.lock().await;
+    if guard.is_none() {
+        *guard = Some(pool.slot(host).await.map_err(unreachable)?);
+    }
+    let Some(held) = guard.as_mut() else {
+        return Err(unreachable(anyhow::anyhow!("no SSH slot")));
+    };
+    // A master refusing the session (MaxSessions) moves this process to another one, once.
+    let mut result = Err(anyhow::anyhow!("not run"));
+    for _ in 0..2 {
+        result = run_on(held, line, stdin).await;
+        match &result {
+            Err(e) if held.move_if_refused(e).await.unwrap_or(false) => continue,
+            _ => break,
+        }
+    }
+    let out = result.map_err(unreachable)?;
+    // 127: the remote shell's "command not found".
+    if out.status == Some(127) {
+        return Err(CommandError::NotFound(format!(
+            "{} on login host {host}: {}{}",
+            line.split(' ')
+                .find(|w| w != &"env" && !w.contains('='))
+                .unwrap_or(line),
+            out.stderr_line(),
+            not_found_hint(None)
+        )));
+    }
+    Ok(out)
+}
+
+async fn run_on(
+    slot: &crate::ssh::Slot,
+    line: &str,
+    stdin: Option<&[u8]>,
+) -> Result<CommandOutput> {
+    use tokio::io::AsyncWriteExt;
+    let session = slot.session().await?;
+    let mut cmd = session.raw_command(line);
+    cmd.stdin(if stdin.is_some() {
+        openssh::Stdio::piped()
+    } else {
+        openssh::Stdio::null()
+    })
+    .stdout(openssh::Stdio::piped())
+    .stderr(openssh::Stdio::piped());
+    let run = async {
+        let mut child = cmd.spawn().await?;
+        if let (Some(data), Some(mut w)) = (stdin, child.stdin().take()) {
+            let _ = w.write_all(data).await;
+            drop(w);
+        }
+        let out = child.wait_with_output().await?;
+        Ok::<_, openssh::Error>(out)
+    };
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, run)
+        .await
+        .context("no answer in time")?
+        .context("the command could not be run over SSH")?;
+    Ok(CommandOutput {
+        status: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}
+
+fn not_found_hint(bin_dir: Option<&str>) -> &'static str {
+    if bin_dir.is_some() {
+        " (check scheduler-bin-dir in nsh.conf)"
+    } else {
+        " (set scheduler-bin-dir in nsh.conf to the directory of the scheduler's commands, \
+         or login-host to a host that has them)"
+    }
+}
+
+fn timed_out(what: &str, place: &str) -> CommandError {
+    CommandError::Unreachable(format!(
+        "{} {place} did not finish within {} s",
+        printable(what),
+        COMMAND_TIMEOUT.as_secs()
+    ))
+}
+
+fn printable(s: &str) -> String {
+    let s = s.trim();
+    let mut out: String = s
+        .chars()
+        .take(300)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
+
+/// Fails with the command's own words when it did not succeed.
+pub fn require_success(what: &str, out: &CommandOutput) -> Result<()> {
+    if out.success() {
+        return Ok(());
+    }
+    bail!(
+        "{what} failed ({}): {}",
+        match out.status {
+            Some(code) => format!("exit status {code}"),
+            None => "killed by a signal".into(),
+        },
+        out.stderr_line()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv<'a>(args: &'a [String], env: &'a [(String, String)]) -> Invocation<'a> {
+        Invocation {
+            program: "qsub",
+            args,
+            env,
+            stdin: None,
+        }
+    }
+
+    #[test]
+    fn remote_line_quotes_every_word() {
+        let args = vec![
+            "-l".to_owned(),
+            "mem=1gb".to_owned(),
+            "it's; rm -rf /".to_owned(),
+        ];
+        let env = vec![("PBS_SERVER".to_owned(), "pbs1".to_owned())];
+        assert_eq!(
+            remote_line(Some("/opt/pbs/bin/"), &inv(&args, &env)),
+            "env 'PBS_SERVER=pbs1' '/opt/pbs/bin/qsub' '-l' 'mem=1gb' 'it'\\''s; rm -rf /'"
+        );
+        assert_eq!(remote_line(None, &inv(&[], &[])), "'qsub'");
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        let args = vec!["a\nb".to_owned()];
+        assert!(matches!(
+            check_invocation(&inv(&args, &[])),
+            Err(CommandError::BadArgument(_))
+        ));
+        let env = vec![("A B".to_owned(), "x".to_owned())];
+        assert!(check_invocation(&inv(&[], &env)).is_err());
+        let ok = vec!["-l".to_owned(), "ncpus=2".to_owned()];
+        assert!(check_invocation(&inv(&ok, &[])).is_ok());
+    }
+
+    #[tokio::test]
+    async fn local_commands_run_and_report() {
+        let c = Commands::Local { bin_dir: None };
+        let args = vec!["-c".to_owned(), "cat; echo err >&2; exit 3".to_owned()];
+        let out = c
+            .run(Invocation {
+                program: "sh",
+                args: &args,
+                env: &[],
+                stdin: Some(b"in"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.status, Some(3));
+        assert_eq!(out.stdout, b"in");
+        assert_eq!(out.stderr_line(), "err");
+        let missing = Commands::Local {
+            bin_dir: Some("/nonexistent".into()),
+        };
+        let err = missing.run(inv(&[], &[])).await.unwrap_err();
+        assert!(matches!(err, CommandError::NotFound(_)), "{err}");
+        assert!(err.to_string().contains("scheduler-bin-dir"), "{err}");
+    }
+}
