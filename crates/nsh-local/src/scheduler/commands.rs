@@ -32,6 +32,10 @@ pub struct Invocation<'a> {
     pub env: &'a [(String, String)],
     /// Written to the command's stdin, which is then closed; `None`: empty stdin.
     pub stdin: Option<&'a [u8]>,
+    /// Instead of stdin: `stdin` is written to a private temporary file (on the host the
+    /// command runs on) whose path is passed as the last argument, and removed afterwards
+    /// (`qsub` of Torque wants a script file, not stdin).
+    pub stdin_as_file: bool,
 }
 
 /// What a command printed and how it ended.
@@ -183,13 +187,37 @@ async fn run_local(
     bin_dir: Option<&str>,
     inv: &Invocation<'_>,
 ) -> Result<CommandOutput, CommandError> {
+    if !inv.stdin_as_file {
+        return run_local_with(bin_dir, inv, None).await;
+    }
+    let file = tempfile::Builder::new()
+        .prefix("nsh-script-")
+        .tempfile_in(crate::runtime_dir::runtime_dir().map_err(|e| {
+            CommandError::Unreachable(format!("no private directory for the job script: {e:#}"))
+        })?)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, inv.stdin.unwrap_or_default())?;
+            Ok(f)
+        })
+        .map_err(|e| CommandError::Unreachable(format!("cannot write the job script: {e}")))?;
+    let path = file.path().to_string_lossy().into_owned();
+    run_local_with(bin_dir, inv, Some(&path)).await
+}
+
+async fn run_local_with(
+    bin_dir: Option<&str>,
+    inv: &Invocation<'_>,
+    file_arg: Option<&str>,
+) -> Result<CommandOutput, CommandError> {
     use std::process::Stdio;
     use tokio::io::AsyncWriteExt;
     let path = program_path(bin_dir, inv.program);
+    let stdin = if file_arg.is_some() { None } else { inv.stdin };
     let mut cmd = tokio::process::Command::new(&path);
     cmd.args(inv.args)
+        .args(file_arg)
         .envs(inv.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if inv.stdin.is_some() {
+        .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -207,7 +235,7 @@ async fn run_local(
             CommandError::Unreachable(format!("cannot run {path}: {e}"))
         }
     })?;
-    if let (Some(data), Some(mut stdin)) = (inv.stdin, child.stdin.take()) {
+    if let (Some(data), Some(mut stdin)) = (stdin, child.stdin.take()) {
         // A command that exits without reading its stdin is not an error here.
         let _ = stdin.write_all(data).await;
     }
@@ -233,7 +261,16 @@ pub fn remote_line(bin_dir: Option<&str>, inv: &Invocation<'_>) -> String {
     }
     words.push(sh_quote(&program_path(bin_dir, inv.program)));
     words.extend(inv.args.iter().map(|a| sh_quote(a)));
-    words.join(" ")
+    if !inv.stdin_as_file {
+        return words.join(" ");
+    }
+    // The file is private (mktemp: 0600) and removed whatever the command does; one line,
+    // so csh-family login shells read it too.
+    let body = format!(
+        "f=$(mktemp) || exit 125; cat >\"$f\" || {{ rm -f \"$f\"; exit 125; }}; {} \"$f\"; r=$?; rm -f \"$f\"; exit $r",
+        words.join(" ")
+    );
+    format!("sh -c {}", sh_quote(&body))
 }
 
 async fn run_remote(
@@ -367,6 +404,7 @@ mod tests {
             args,
             env,
             stdin: None,
+            stdin_as_file: false,
         }
     }
 
@@ -383,6 +421,35 @@ mod tests {
             "env 'PBS_SERVER=pbs1' '/opt/pbs/bin/qsub' '-l' 'mem=1gb' 'it'\\''s; rm -rf /'"
         );
         assert_eq!(remote_line(None, &inv(&[], &[])), "'qsub'");
+        let mut file = inv(&args[..2], &[]);
+        file.stdin_as_file = true;
+        let line = remote_line(None, &file);
+        assert!(line.starts_with("sh -c 'f=$(mktemp)"), "{line}");
+        assert!(line.contains("'\\''qsub'\\'' '\\''-l'\\''"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn stdin_as_file_passes_a_path_and_removes_it() {
+        let c = Commands::Local { bin_dir: None };
+        let args = vec![
+            "-c".to_owned(),
+            "cat \"$1\"; echo \"$1\" >&2".to_owned(),
+            "sh".to_owned(),
+        ];
+        let out = c
+            .run(Invocation {
+                program: "sh",
+                args: &args,
+                env: &[],
+                stdin: Some(b"#!/bin/sh\n"),
+                stdin_as_file: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"#!/bin/sh\n");
+        let path = out.stderr_line();
+        assert!(path.contains("nsh-script-"), "{path}");
+        assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
     }
 
     #[test]
@@ -408,6 +475,7 @@ mod tests {
                 args: &args,
                 env: &[],
                 stdin: Some(b"in"),
+                stdin_as_file: false,
             })
             .await
             .unwrap();
