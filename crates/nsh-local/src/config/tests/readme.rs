@@ -38,6 +38,22 @@ fn readme_settings_table_matches_the_definitions() {
 }
 
 #[test]
+fn readme_names_every_extra_setting() {
+    let syntax = README
+        .split_once("\n### Syntax\n")
+        .and_then(|(_, rest)| rest.split_once("\n###"))
+        .map(|(syntax, _)| syntax)
+        .unwrap_or_default();
+    for s in SETTINGS.iter().filter(|s| s.list) {
+        let extra = format!("`extra-{}`", s.name);
+        assert!(
+            syntax.contains(&extra),
+            "README.md's Syntax section lacks {extra}"
+        );
+    }
+}
+
+#[test]
 fn definitions_are_unique_and_well_formed() {
     let mut names: Vec<&str> = Vec::new();
     for s in SETTINGS {
