@@ -75,37 +75,7 @@ async fn scenario<R: RunCommand>(
     server: &Server,
     submitted: &mut Vec<JobId>,
 ) -> anyhow::Result<()> {
-    // exit 7 and exit 0: through the queue to the end, on a host.
-    for code in [7, 0] {
-        let script = format!("#!/bin/sh\nsleep 2\nexit {code}\n");
-        let id = pbs
-            .submit(&job(
-                &format!("exit{code}"),
-                &script,
-                &[("walltime", "00:05:00")],
-            ))
-            .await?;
-        submitted.push(id.clone());
-        let mut seen = Vec::new();
-        let running = wait_for(pbs, &id, "started", &mut seen, |s| {
-            s.state != JobState::Pending
-        })
-        .await?;
-        anyhow::ensure!(running.host.is_some() || ended(&running), "{running:?}");
-        let done = wait_for(pbs, &id, "ended", &mut seen, ended).await?;
-        eprintln!("job {id}: states seen {seen:?}");
-        if server.history {
-            anyhow::ensure!(
-                done.state == JobState::Finished
-                    && done.exit_code == Some(code)
-                    && done.end == Some(EndReason::Exited)
-                    && done.host.is_some(),
-                "{done:?}"
-            );
-        } else {
-            anyhow::ensure!(done.state == JobState::Unknown, "history off: {done:?}");
-        }
-    }
+    exit_codes(pbs, server, submitted).await?;
 
     // A running job, deleted; deleting it again forces (and finds it gone).
     let id = pbs
@@ -152,6 +122,45 @@ async fn scenario<R: RunCommand>(
     let unknown = pbs.status(&JobId("999999".into())).await?;
     anyhow::ensure!(unknown.state == JobState::Unknown, "{unknown:?}");
     pbs.cancel(&JobId("999999".into())).await?;
+    Ok(())
+}
+
+/// exit 7 and exit 0: through the queue to the end, on a host.
+async fn exit_codes<R: RunCommand>(
+    pbs: &Pbs<R>,
+    server: &Server,
+    submitted: &mut Vec<JobId>,
+) -> anyhow::Result<()> {
+    for code in [7, 0] {
+        let script = format!("#!/bin/sh\nsleep 2\nexit {code}\n");
+        let id = pbs
+            .submit(&job(
+                &format!("exit{code}"),
+                &script,
+                &[("walltime", "00:05:00")],
+            ))
+            .await?;
+        submitted.push(id.clone());
+        let mut seen = Vec::new();
+        let running = wait_for(pbs, &id, "started", &mut seen, |s| {
+            s.state != JobState::Pending
+        })
+        .await?;
+        anyhow::ensure!(running.host.is_some() || ended(&running), "{running:?}");
+        let done = wait_for(pbs, &id, "ended", &mut seen, ended).await?;
+        eprintln!("job {id}: states seen {seen:?}");
+        if server.history {
+            anyhow::ensure!(
+                done.state == JobState::Finished
+                    && done.exit_code == Some(code)
+                    && done.end == Some(EndReason::Exited)
+                    && done.host.is_some(),
+                "{done:?}"
+            );
+        } else {
+            anyhow::ensure!(done.state == JobState::Unknown, "history off: {done:?}");
+        }
+    }
     Ok(())
 }
 

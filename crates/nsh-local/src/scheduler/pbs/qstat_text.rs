@@ -51,13 +51,13 @@ fn jobs(text: &str) -> Vec<(String, Attrs)> {
             continue;
         }
         let attr_indent = indent.get_or_insert_with(|| lead.to_owned());
-        if lead == attr_indent.as_str() {
-            if let Some((key, value)) = body.split_once(" = ") {
-                let key = key.trim().to_owned();
-                attrs.insert(key.clone(), value.to_owned());
-                last_key = Some(key);
-                continue;
-            }
+        if lead == attr_indent.as_str()
+            && let Some((key, value)) = body.split_once(" = ")
+        {
+            let key = key.trim().to_owned();
+            attrs.insert(key.clone(), value.to_owned());
+            last_key = Some(key);
+            continue;
         }
         // A continuation: the wrap took the line break only, and one tab was added.
         if let Some(value) = last_key.as_ref().and_then(|k| attrs.get_mut(k)) {

@@ -47,7 +47,7 @@ pub fn job_status(attrs: &Attrs) -> Result<JobStatus, String> {
         .get("comment")
         .map(|c| c.trim())
         .filter(|c| !c.is_empty())
-        .map(|c| printable(c));
+        .map(printable);
     let mut status = JobStatus {
         state: JobState::Pending,
         raw_state: raw_state(state, substate, exit),

@@ -165,7 +165,7 @@ async fn scenario<R: RunCommand>(pbs: &Pbs<R>, submitted: &mut Vec<JobId>) -> an
         done.state == JobState::Failed && done.end == Some(crate::scheduler::EndReason::Other),
         "{done:?}"
     );
-    let written = run_there(pbs, "cat", &[mark.clone()]).await?;
+    let written = run_there(pbs, "cat", std::slice::from_ref(&mark)).await?;
     anyhow::ensure!(
         written.trim() == "a,b 'c' /tmp",
         "the job wrote {written:?}"
