@@ -26,6 +26,7 @@ const REFUSED: &[&str] = &[
 /// The server (or the way to it) is down or busy.
 const TRANSIENT: &[&str] = &[
     "cannot connect to server",
+    "couldn't connect to cluster",
     "connection refused",
     "connection timed out",
     "no route to host",
@@ -144,6 +145,20 @@ mod tests {
         ];
         for (text, kind) in cases {
             assert_eq!(classify(text), kind, "{text}");
+        }
+        let captured = [
+            ("openpbs-23.06-qsub-limit", ErrorKind::Refused),
+            ("openpbs-23.06-server-down.qsub", ErrorKind::Transient),
+            ("openpbs-23.06-server-down.x-json", ErrorKind::Transient),
+            ("openpbs-23.06-server-down.qdel", ErrorKind::Transient),
+            ("openpbs-23.06-qdel-unauthorized", ErrorKind::Auth),
+            ("openpbs-23.06-qsub-unknown-resource", ErrorKind::Other),
+            ("openpbs-23.06-qdel-malformed", ErrorKind::Other),
+        ];
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/scheduler/pbs/fixtures");
+        for (name, kind) in captured {
+            let text = std::fs::read_to_string(format!("{dir}/{name}.stderr")).unwrap();
+            assert_eq!(classify(&text), kind, "{name}: {text}");
         }
     }
 

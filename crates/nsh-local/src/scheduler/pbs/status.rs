@@ -60,7 +60,13 @@ pub fn job_status(attrs: &Attrs) -> Result<JobStatus, String> {
         waits_for_nodes: false,
     };
     match state {
-        "Q" | "H" | "W" | "T" | "S" | "U" => {}
+        "Q" | "H" | "W" | "T" | "S" | "U" => {
+            // The scheduler's verdict that no node can ever satisfy the request.
+            status.waits_for_nodes = status
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("Can Never Run"));
+        }
         "R" | "E" | "B" => status.state = JobState::Running,
         "F" | "X" | "C" => {
             status.in_queue = false;
