@@ -196,8 +196,10 @@ impl<R: RunCommand> Pbs<R> {
 
     /// Where the commands go, for messages.
     fn place(&self) -> String {
-        let server = match &self.server {
-            Ok(Some(s)) => format!("server {}", s.destination()),
+        let server = match (&self.server, self.dialect.get()) {
+            // The wrappers talk to Slurm, whatever pbs-host says.
+            (_, Some(Dialect::SlurmWrappers)) => return self.runner.describe(),
+            (Ok(Some(s)), _) => format!("server {}", s.destination()),
             _ => "pbs.conf's server".to_owned(),
         };
         format!("{} ({server})", self.runner.describe())

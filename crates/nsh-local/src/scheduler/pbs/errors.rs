@@ -1,6 +1,6 @@
-//! What a failed `qsub`, `qstat` or `qdel` means, from what it printed. The texts are
-//! OpenPBS's (`src/lib/Liblog/pbs_messages.c`, the clients' own `fprintf`s) and Torque's,
-//! which kept the same wording.
+//! What a failed `qsub`, `qstat` or `qdel` means, from what it printed. The texts are the
+//! server's error messages and the clients' own, as OpenPBS words them (Torque kept most of
+//! the wording); the captured ones are in `fixtures/`.
 
 use crate::scheduler::ErrorKind;
 

@@ -11,13 +11,14 @@
 //! ```
 //!
 //! The end of a job: success only for substate 92 (or no substate: Torque) with exit status
-//! 0. Substate 91 is a `qdel`, whatever the exit status says (0 if root deleted a running
-//! job, 256+15 for a user). A negative exit status means PBS could not run the job
-//! (`JOB_EXEC_*` in OpenPBS's `src/include/job.h`: -29 walltime, -28 cput, -27/-26 memory,
-//! -20/-14/-11 a lost or failed sister). The mom reports death by signal N as 256+N
-//! (`WTERMSIG + 0x100` in its `mom_start.c`; Torque 2.4 on does the same); 129–255 is the
-//! shell's own 128+N, an ordinary exit code. Slurm's Torque wrappers print no exit status
-//! at all: their `C` says only that the job ended.
+//! 0. Substate 91 is a `qdel`, whatever the exit status says (0 for a root job, the job
+//! shell's 143 or the mom's 256+15 for a user's, 256+9 after `qdel -W force`). A negative
+//! exit status means PBS could not run the job (OpenPBS's `JOB_EXEC_*` codes: -29 walltime,
+//! -28 cput, -27/-26 memory, -20/-14/-11 a lost or failed sister mom, others a failed
+//! start). The mom of OpenPBS and of Torque alike reports death by signal N as 256+N (its
+//! wait status `WTERMSIG + 0x100`); 129–255 is the job shell's own 128+N, an ordinary exit
+//! code. Slurm's Torque wrappers print no exit status at all: their `C` says only that the
+//! job ended.
 
 use std::collections::BTreeMap;
 
