@@ -50,16 +50,20 @@ pub fn job_name(name: &str) -> String {
     out
 }
 
-/// The job script with `export NAME='value'` lines and `cd DIR` after its `#!` line.
+/// The job script with `export NAME='value'` lines and `cd DIR` after its `#!` line and
+/// any comment lines right after it (`#PBS` directives count only before the first command).
 pub fn script(job: &JobSpec) -> Result<String> {
-    let (shebang, body) = match job.script.strip_prefix("#!") {
-        Some(_) => job
-            .script
-            .split_once('\n')
-            .unwrap_or((job.script.as_str(), "")),
-        None => ("#!/bin/sh", job.script.as_str()),
-    };
-    let mut out = format!("{shebang}\n");
+    let mut out = String::new();
+    let mut rest = job.script.as_str();
+    if !rest.starts_with("#!") {
+        out.push_str("#!/bin/sh\n");
+    }
+    while rest.starts_with('#') {
+        let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
+        out.push_str(line);
+        out.push('\n');
+        rest = after;
+    }
     for (name, value) in &job.environment {
         let plausible = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -74,7 +78,7 @@ pub fn script(job: &JobSpec) -> Result<String> {
         out.push_str(&format!("export {name}={}\n", sh_quote(value)));
     }
     out.push_str(&format!("cd {} || exit 1\n", sh_quote(&job.working_dir)));
-    out.push_str(body);
+    out.push_str(rest);
     Ok(out)
 }
 
@@ -199,6 +203,12 @@ mod tests {
         );
         let s = script(&spec("exec agent\n")).unwrap();
         assert!(s.starts_with("#!/bin/sh\nexport PATH="), "{s}");
+        let s = script(&spec("#!/bin/sh\n#PBS -l ncpus=1\n# note\necho hi\n")).unwrap();
+        assert!(
+            s.starts_with("#!/bin/sh\n#PBS -l ncpus=1\n# note\nexport PATH="),
+            "{s}"
+        );
+        assert!(s.ends_with("|| exit 1\necho hi\n"), "{s}");
         let mut bad = spec("#!/bin/sh\n");
         bad.environment.push(("A;B".into(), "x".into()));
         assert!(script(&bad).unwrap_err().to_string().contains("A;B"));
