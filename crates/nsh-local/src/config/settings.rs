@@ -91,7 +91,7 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::new(
         "job-scheduler",
         "`slurm`",
-        "`slurm` (slurmrestd), `slurm-native` or `pbs`. Only `slurm` is implemented in this \
+        "`slurm` (slurmrestd), `slurm-native` or `pbs` (its commands, see Schedulers). `slurm-native` is not implemented in this \
          version, see below",
         |c, v, _| {
             c.job_scheduler = JobScheduler::parse(v).ok_or("one of slurm, slurm-native, pbs")?;
@@ -194,7 +194,7 @@ pub(super) const SETTINGS: &[Setting] = &[
         "`2`",
         "nsh extension: how often a build the infrastructure lost (node failure, preemption, \
          a killed agent, the channel lost past the 45 s reconnect window) is submitted again \
-         as a fresh job, avoiding the nodes already lost, before nsh gives up with exit 1. \
+         as a fresh job (on Slurm avoiding the nodes already lost; PBS cannot exclude nodes), before nsh gives up with exit 1. \
          `0` = never; at most 20. Never after an output came back, and never for a failing \
          builder (exit 100), a timeout (101) or a setup problem",
         |c, v, _| {

@@ -253,7 +253,6 @@ pub fn check_derivation_params(
 /// --opt=value`): the word must not start a new option, and must not hold any of `separators`
 /// (e.g. `,`, which starts another resource in `-l`). Names also stay within
 /// `[A-Za-z0-9_.-]`.
-#[allow(dead_code)] // for the command-line backends (PBS, slurm-cli) to come
 pub fn check_option_word(
     attr: &'static str,
     name: &str,

@@ -52,11 +52,9 @@ use super::commands::{CommandError, CommandOutput, Invocation, RunCommand};
 use super::{ErrorKind, JobId, JobParams, JobSpec, JobState, JobStatus, Scheduler};
 pub use dialect::Dialect;
 pub use errors::Error;
-#[allow(unused_imports)] // wired into backend.rs by the integrator
 pub use params::derivation_params;
 
 /// The PBS backend over some way of running its commands.
-#[allow(dead_code)] // built by backend.rs once `job-scheduler = pbs` is wired in
 pub struct Pbs<R: RunCommand> {
     runner: R,
     /// `pbs-host[:pbs-port]`, none for pbs.conf's; an error text if the setting is unusable.
@@ -105,7 +103,6 @@ impl Server {
     }
 }
 
-#[allow(dead_code)] // until backend.rs builds it
 impl<R: RunCommand> Pbs<R> {
     /// `server`: `host` or `host:port` from `pbs-host`/`pbs-port`; `None`: pbs.conf's.
     pub fn new(runner: R, server: Option<String>) -> Self {

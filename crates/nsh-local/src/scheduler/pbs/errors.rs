@@ -61,6 +61,8 @@ pub fn classify(text: &str) -> ErrorKind {
         ErrorKind::Auth
     } else if has(TRANSIENT) {
         ErrorKind::Transient
+    } else if text.contains("unknown job id") {
+        ErrorKind::Gone
     } else {
         ErrorKind::Other
     }

@@ -30,7 +30,6 @@ fn plain_value_char(c: char) -> bool {
 }
 
 /// The derivation's `pbsResources`, checked; none if it has no such attribute.
-#[allow(dead_code)] // wired into backend.rs by the integrator
 pub fn derivation_params(config: &Config, drv: &Derivation) -> Result<JobParams> {
     let Some(value) = drv
         .attr_json(ATTR)
