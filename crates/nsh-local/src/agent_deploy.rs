@@ -86,13 +86,13 @@ pub async fn ensure_agent(
             said()
         ),
         Some(93) => bail!(
-            "cannot create slurm-state-dir {} on {host}: {} — check that its parent exists \
+            "cannot create state-dir {} on {host}: {} — check that its parent exists \
              and is writable by you on the cluster",
             files.state,
             said()
         ),
         _ => bail!(
-            "checking slurm-state-dir {} on {host} failed ({}): {}",
+            "checking state-dir {} on {host} failed ({}): {}",
             files.state,
             out.status,
             said()
@@ -136,7 +136,7 @@ pub async fn ensure_agent(
     let out = child.wait_with_output().await?;
     if !out.status.success() {
         bail!(
-            "uploading the agent to {host}:{target} failed: {} — check that slurm-state-dir \
+            "uploading the agent to {host}:{target} failed: {} — check that state-dir \
              ({agents_dir}/..) is writable by you on the cluster",
             String::from_utf8_lossy(&out.stderr).trim()
         );

@@ -53,7 +53,7 @@ me=$(id -u)
 for p in "$s" "$s/agents" "$s/jobs" "$a"; do
   [ -e "$p" ] || continue
   set -- $(ls -ldnL "$p")
-  [ "$3" = "$me" ] || nsh_unsafe "$p belongs to uid $3, not to uid $me who runs the job: slurm-state-dir must be the job user's own (chown it, or choose another)"
+  [ "$3" = "$me" ] || nsh_unsafe "$p belongs to uid $3, not to uid $me who runs the job: state-dir must be the job user's own (chown it, or choose another)"
   case $1 in ?????w*|????????w*) nsh_unsafe "$p is writable by group or others ($1): run 'chmod go-w $p' on the cluster";; esac
 done
 "#;

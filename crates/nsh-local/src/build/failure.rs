@@ -77,9 +77,15 @@ pub fn realise_failure_kind(status: i32) -> FailureKind {
 /// lost, which is the infrastructure's doing.
 pub fn job_ended(job: &JobId, host: Option<&str>, st: &JobStatus, serving: bool) -> Failure {
     let end = st.end.unwrap_or(EndReason::Other);
+    // The scheduler cannot say how it ended: PBS without job history forgets a finished job
+    // at once, and Slurm's Torque wrappers show no exit status. Under a serving agent that
+    // is the agent dying with its job, as for a script that exited.
+    let untold = st.state == crate::scheduler::JobState::Unknown
+        || (end == EndReason::Other && st.exit_code.is_none() && st.signal.is_none());
     let kind = match end {
         e if e.is_infrastructure() => FailureKind::Infrastructure,
         EndReason::Exited if serving => FailureKind::Infrastructure,
+        _ if untold && serving => FailureKind::Infrastructure,
         EndReason::TimeLimit => FailureKind::TimedOut,
         _ => FailureKind::Other,
     };
@@ -91,6 +97,9 @@ pub fn job_ended(job: &JobId, host: Option<&str>, st: &JobStatus, serving: bool)
     let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
     let why = match (end, serving) {
         (EndReason::Exited, true) => "its agent died or was killed".to_owned(),
+        (_, true) if untold => "its agent is gone, and the scheduler does not say why (it no \
+                                longer lists the job, or shows no exit status)"
+            .to_owned(),
         (EndReason::OutOfMemory, _) => "it ran out of memory: ask for more in the \
                                         derivation's job parameters (extraSlurmParams' \
                                         memory_per_node, pbsResources' mem)"
@@ -121,6 +130,7 @@ pub fn job_ended(job: &JobId, host: Option<&str>, st: &JobStatus, serving: bool)
 mod tests {
     use super::*;
     use crate::scheduler::JobState;
+    use EndReason::*;
 
     fn ended(end: EndReason, exit_code: Option<i32>, signal: Option<i32>) -> JobStatus {
         JobStatus {
@@ -161,7 +171,6 @@ mod tests {
 
     #[test]
     fn ended_jobs() {
-        use EndReason::*;
         for serving in [false, true] {
             assert_eq!(kind(NodeFailed, serving), FailureKind::Infrastructure);
             assert_eq!(kind(Preempted, serving), FailureKind::Infrastructure);
@@ -175,6 +184,23 @@ mod tests {
         // unsafe state dir, no agent) is a setup problem.
         assert_eq!(kind(Exited, true), FailureKind::Infrastructure);
         assert_eq!(kind(Exited, false), FailureKind::Other);
+    }
+
+    #[test]
+    fn untold_ends_under_a_serving_agent_are_the_infrastructure() {
+        // PBS without history: the job is gone; the wrappers: `C` with no exit status.
+        let mut gone = ended(Other, None, None);
+        gone.state = JobState::Unknown;
+        gone.end = None;
+        let no_status = ended(Other, None, None);
+        for st in [gone, no_status] {
+            let f = job_ended(&JobId("9".into()), Some("node1"), &st, true);
+            assert_eq!(f.kind, FailureKind::Infrastructure);
+            let text = format!("{:#}", f.error);
+            assert!(text.contains("does not say why"), "{text}");
+            let f = job_ended(&JobId("9".into()), Some("node1"), &st, false);
+            assert_eq!(f.kind, FailureKind::Other);
+        }
     }
 
     #[test]
