@@ -101,9 +101,10 @@ impl Backend {
                 Ok(lines)
             }
             Backend::Pbs(p) => {
-                let dialect = p.dialect().await?;
+                // Finding the dialect runs `qstat --version` where the commands run.
+                p.dialect().await?;
                 Ok(vec![CheckLine::Ok(format!(
-                    "{} answers ({dialect})",
+                    "{}: qstat answers",
                     p.describe()
                 ))])
             }
