@@ -335,7 +335,10 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         }
     };
     let Some(state_dir) = config.state_dir.clone() else {
-        ui.error("nsh: 'state-dir' is required when job-scheduler = slurm");
+        ui.error(&format!(
+            "nsh: 'state-dir' is required when job-scheduler = {}",
+            config.job_scheduler
+        ));
         reply(&Reply::DeclinePermanently);
         return Some(0);
     };

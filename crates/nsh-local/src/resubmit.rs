@@ -86,10 +86,8 @@ pub async fn run<S: Scheduler>(
             host: failure.host,
             error: failure.error,
         });
-        let Some(state_dir) = build.config.state_dir.as_deref() else {
-            return 1;
-        };
-        let (files, token) = job_script::fresh_job(state_dir, &build.agent.file_name);
+        // The same state dir as the lost job's.
+        let (files, token) = job_script::fresh_job(&build.files.state, &build.agent.file_name);
         spec.script = job_script::render(build.config, &files, &build.drv_path, &token);
         spec.exclude_hosts = lost_hosts(&lost);
         let new_job = match sched.submit(&spec).await {
