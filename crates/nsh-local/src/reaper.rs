@@ -26,7 +26,7 @@ use anyhow::{Context, Result};
 use tokio::time::Instant;
 
 use crate::queue_slots::Slot;
-use crate::scheduler::{JobId, Scheduler};
+use crate::scheduler::{JobId, JobState, Scheduler};
 
 /// How long the reaper tries to reach slurmrestd and cancel: outlasts a slurmrestd restart
 /// or upgrade with room to spare.
@@ -36,6 +36,9 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(2);
 /// How long a slot is held for a job that is still listed after its end (completing:
 /// KillWait, epilog) before the reaper lets the slot go anyway.
 pub const GONE_PATIENCE: Duration = Duration::from_secs(120);
+/// A job still pending or running this long after its cancel is stuck (a PBS node daemon
+/// that does not answer, say): it is cancelled once more, which the PBS backend forces.
+pub const STUCK_AFTER: Duration = Duration::from_secs(60);
 /// The fd the reaper finds the inherited queue slot on.
 const SLOT_FD: i32 = 3;
 
@@ -128,12 +131,33 @@ pub fn run<S: Scheduler>(
             while let Err(e) = sched.cancel(&job).await {
                 pause.wait_or(deadline, e).await?;
             }
+            recancel_if_stuck(&sched, &job).await;
         }
         if holds_slot {
             wait_until_gone(&sched, &job).await;
         }
         Ok(())
     })
+}
+
+/// Watches a cancelled job for [`STUCK_AFTER`]: one that has not ended by then is
+/// cancelled again (forced where the scheduler has that).
+async fn recancel_if_stuck<S: Scheduler>(sched: &S, job: &JobId) {
+    let deadline = Instant::now() + STUCK_AFTER;
+    let mut pause = Pause::default();
+    loop {
+        if let Ok(st) = sched.status(job).await
+            && !matches!(st.state, JobState::Pending | JobState::Running)
+        {
+            return;
+        }
+        if pause.wait_or(deadline, ()).await.is_err() {
+            if let Err(e) = sched.cancel(job).await {
+                tracing::warn!(%job, "cancelling again: {e:#}");
+            }
+            return;
+        }
+    }
 }
 
 /// Polls until `job` has left the queue, for at most [`GONE_PATIENCE`]; the caller then

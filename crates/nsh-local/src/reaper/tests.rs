@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use tokio::time::Instant;
 
-use super::{GONE_PATIENCE, MAX_PAUSE, PATIENCE, run};
+use super::{GONE_PATIENCE, MAX_PAUSE, PATIENCE, STUCK_AFTER, run};
 use crate::scheduler::{JobId, JobSpec, JobState, JobStatus, Scheduler};
 
 /// What the fake scheduler does and saw.
@@ -16,6 +16,8 @@ struct Script {
     failing_cancels: u32,
     /// Status polls that still list the job.
     listed_polls: u32,
+    /// Status polls that show it running (a cancel that did not take).
+    running_polls: u32,
     cancels: Vec<Instant>,
     polls: u32,
 }
@@ -31,8 +33,13 @@ impl Scheduler for Fake {
         let mut s = self.0.lock().unwrap();
         s.polls += 1;
         let in_queue = s.polls <= s.listed_polls;
+        let running = s.polls <= s.running_polls;
         Ok(JobStatus {
-            state: JobState::Finished,
+            state: if running {
+                JobState::Running
+            } else {
+                JobState::Finished
+            },
             raw_state: String::new(),
             host: None,
             exit_code: Some(0),
@@ -186,4 +193,38 @@ fn a_slot_is_let_go_after_gone_patience() {
         waited >= GONE_PATIENCE && waited <= GONE_PATIENCE + MAX_PAUSE * 2,
         "{waited:?}"
     );
+}
+
+#[test]
+fn a_cancelled_job_that_keeps_running_is_cancelled_again_once() {
+    let script = Script {
+        running_polls: u32::MAX,
+        ..Script::default()
+    };
+    let rt = paused();
+    let start = rt.block_on(async { Instant::now() });
+    let fake = Fake(Arc::new(Mutex::new(script)));
+    let f = fake.clone();
+    let result = run(&rt, &b""[..], "7", false, async || Ok(f.clone()));
+    assert!(result.is_ok());
+    let s = fake.0.lock().unwrap();
+    assert_eq!(
+        s.cancels.len(),
+        2,
+        "one cancel, then one more (forced for PBS)"
+    );
+    let gap = s.cancels[1] - s.cancels[0];
+    assert!(
+        gap >= STUCK_AFTER && gap <= STUCK_AFTER + MAX_PAUSE * 2,
+        "{gap:?}"
+    );
+    assert!(s.cancels[0] - start < Duration::from_secs(1));
+}
+
+#[test]
+fn a_cancelled_job_that_ends_is_not_cancelled_again() {
+    let (result, seen, _) = reap(b"", false, 0, Script::default());
+    assert!(result.is_ok());
+    assert_eq!(seen.cancels.len(), 1);
+    assert_eq!(seen.polls, 1);
 }
