@@ -331,6 +331,47 @@ async fn a_configured_server_reaches_every_command() {
     assert_eq!(bad.runner.lines(), vec!["qstat --version".to_owned()]);
 }
 
+/// As a real OpenPBS answered with `pbs-host = pbshost`, `pbs-port = 15001` and job history
+/// off: `-x` is dropped after the first answer, the `@server` stays on every id.
+#[tokio::test]
+async fn a_configured_server_without_job_history() {
+    let fake = Fake::openpbs()
+        .on(
+            "qstat -x -f -F json 97.pbshost@pbshost:15001",
+            fixture("openpbs-23.06-nohistory-running-at-server.x-json"),
+        )
+        .on(
+            "qstat -f -F json 97.pbshost@pbshost:15001",
+            fixture("openpbs-23.06-nohistory-running-at-server.plain-json"),
+        )
+        .on(
+            "qstat -f -F json 97.pbshost@pbshost:15001",
+            fixture("openpbs-23.06-nohistory-gone-at-server.plain-json"),
+        )
+        .on(
+            "qdel 999999@pbshost:15001",
+            fixture("openpbs-23.06-qdel-unknown-at-server"),
+        );
+    let pbs = Pbs::new(fake, Some("pbshost:15001".into()));
+    let first = pbs.status(&id("97.pbshost")).await.unwrap();
+    assert_eq!(
+        (first.state, first.host.as_deref()),
+        (JobState::Running, Some("pbshost"))
+    );
+    let gone = pbs.status(&id("97.pbshost")).await.unwrap();
+    assert_eq!((gone.state, gone.in_queue), (JobState::Unknown, false));
+    pbs.cancel(&id("999999")).await.unwrap();
+    assert_eq!(
+        pbs.runner.lines()[1..],
+        [
+            "qstat -x -f -F json 97.pbshost@pbshost:15001",
+            "qstat -f -F json 97.pbshost@pbshost:15001",
+            "qstat -f -F json 97.pbshost@pbshost:15001",
+            "qdel 999999@pbshost:15001",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn error_kinds() {
     let limit = "qsub: Maximum number of jobs for user root already in complex\n";
