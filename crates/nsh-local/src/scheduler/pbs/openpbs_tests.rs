@@ -131,6 +131,18 @@ async fn scenario<R: RunCommand>(
     expect_deleted(server, &cancelled)?;
     pbs.cancel(&id).await?;
 
+    // Deleted at once after the submit, as when Nix gives up on a build right away: the
+    // qdel may reach the mom before the job's process starts (then it ends ~10 s later).
+    let id = pbs
+        .submit(&job("early", "#!/bin/sh\nsleep 120\n", &[]))
+        .await?;
+    submitted.push(id.clone());
+    pbs.cancel(&id).await?;
+    let mut seen = Vec::new();
+    let cancelled = wait_for(pbs, &id, "deleted", &mut seen, ended).await?;
+    eprintln!("job {id}: states seen {seen:?}");
+    expect_deleted(server, &cancelled)?;
+
     // A job that cannot start: queued, deleted.
     let (name, value) = (&server.queued.0, &server.queued.1);
     let id = pbs

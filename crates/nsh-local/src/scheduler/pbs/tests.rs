@@ -372,6 +372,31 @@ async fn a_configured_server_without_job_history() {
     );
 }
 
+/// A qdel right after `qsub -f`, before the mom started the job: OpenPBS ends it as failed
+/// (F/93, 256+9) ten seconds later. To anyone else that is a job killed by a signal; to the
+/// process that asked for the cancel it is cancelled.
+#[tokio::test]
+async fn a_job_deleted_before_it_started_is_cancelled_for_whoever_deleted_it() {
+    let fake = Fake::openpbs()
+        .on(
+            "qstat -x -f -F json 107.pbshost",
+            fixture("openpbs-23.06-deleted-in-prerun.x-json"),
+        )
+        .on("qdel 107.pbshost", output(0, "", ""));
+    let pbs = Pbs::new(fake, None);
+    let seen = pbs.status(&id("107.pbshost")).await.unwrap();
+    assert_eq!(
+        (seen.state, seen.end, seen.signal),
+        (JobState::Finished, Some(EndReason::Exited), Some(9))
+    );
+    pbs.cancel(&id("107.pbshost")).await.unwrap();
+    let ours = pbs.status(&id("107.pbshost")).await.unwrap();
+    assert_eq!(
+        (ours.state, ours.end, ours.signal, ours.in_queue),
+        (JobState::Failed, Some(EndReason::Cancelled), Some(9), false)
+    );
+}
+
 #[tokio::test]
 async fn error_kinds() {
     let limit = "qsub: Maximum number of jobs for user root already in complex\n";
