@@ -109,13 +109,12 @@ impl<R: RunCommand> Pbs<R> {
         let mut status = status::job_status(attrs)
             .map_err(|why| self.bad_answer("qstat", &format!("job {id}"), &why))?;
         // A qdel that reaches the mom before the job's process has started is missed: the
-        // mom kills the job only after its kill delay (~10 s), and OpenPBS records that as
-        // failed (substate 93, Exit_status 256+9), not as deleted (91). Seen on 23.06 for a
-        // qdel right after `qsub -f`.
-        if status.end == Some(EndReason::Exited)
-            && status.signal.is_some()
-            && self.asked_to_cancel(id)
-        {
+        // mom kills the job only after its kill delay (~10 s), and OpenPBS 23.06 then records
+        // no deletion (substate 91) but a failure (93, Exit_status 256+9) for a user's job
+        // and a success (92, Exit_status 0) for root's. So a job this process deleted counts
+        // as cancelled however it is said to have ended; the exit status stays as reported.
+        let ended = matches!(status.state, JobState::Finished | JobState::Failed);
+        if ended && self.asked_to_cancel(id) {
             status.state = JobState::Failed;
             status.end = Some(EndReason::Cancelled);
         }

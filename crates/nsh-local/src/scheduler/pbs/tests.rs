@@ -372,9 +372,9 @@ async fn a_configured_server_without_job_history() {
     );
 }
 
-/// A qdel right after `qsub -f`, before the mom started the job: OpenPBS ends it as failed
-/// (F/93, 256+9) ten seconds later. To anyone else that is a job killed by a signal; to the
-/// process that asked for the cancel it is cancelled.
+/// A qdel right after `qsub -f`, before the mom started the job: OpenPBS ends it ten seconds
+/// later as failed by SIGKILL (a user's job, F/93, 256+9) or as finished with 0 (root's,
+/// F/92). To anyone else that is how it ended; to the process that deleted it, cancelled.
 #[tokio::test]
 async fn a_job_deleted_before_it_started_is_cancelled_for_whoever_deleted_it() {
     let fake = Fake::openpbs()
@@ -382,19 +382,44 @@ async fn a_job_deleted_before_it_started_is_cancelled_for_whoever_deleted_it() {
             "qstat -x -f -F json 107.pbshost",
             fixture("openpbs-23.06-deleted-in-prerun.x-json"),
         )
-        .on("qdel 107.pbshost", output(0, "", ""));
+        .on(
+            "qstat -x -f -F json 120.pbshost",
+            fixture("openpbs-23.06-deleted-in-prerun-by-root.x-json"),
+        )
+        .on("qdel 107.pbshost", output(0, "", ""))
+        .on("qdel 120.pbshost", output(0, "", ""));
     let pbs = Pbs::new(fake, None);
-    let seen = pbs.status(&id("107.pbshost")).await.unwrap();
-    assert_eq!(
-        (seen.state, seen.end, seen.signal),
-        (JobState::Finished, Some(EndReason::Exited), Some(9))
-    );
-    pbs.cancel(&id("107.pbshost")).await.unwrap();
-    let ours = pbs.status(&id("107.pbshost")).await.unwrap();
-    assert_eq!(
-        (ours.state, ours.end, ours.signal, ours.in_queue),
-        (JobState::Failed, Some(EndReason::Cancelled), Some(9), false)
-    );
+    let cases = [
+        ("107.pbshost", JobState::Finished, None, Some(9)),
+        ("120.pbshost", JobState::Finished, Some(0), None),
+    ];
+    for (job, state, exit_code, signal) in cases {
+        let seen = pbs.status(&id(job)).await.unwrap();
+        assert_eq!(
+            (seen.state, seen.end, seen.exit_code, seen.signal),
+            (state, Some(EndReason::Exited), exit_code, signal),
+            "{job}"
+        );
+        pbs.cancel(&id(job)).await.unwrap();
+        let ours = pbs.status(&id(job)).await.unwrap();
+        assert_eq!(
+            (
+                ours.state,
+                ours.end,
+                ours.exit_code,
+                ours.signal,
+                ours.in_queue
+            ),
+            (
+                JobState::Failed,
+                Some(EndReason::Cancelled),
+                exit_code,
+                signal,
+                false
+            ),
+            "{job}"
+        );
+    }
 }
 
 #[tokio::test]
