@@ -175,5 +175,15 @@ mod tests {
         assert!(is_history_off(include_str!(
             "fixtures/openpbs-23.06-nohistory-running.x-json.stderr"
         )));
+        // With an explicit `ID@host:port` the messages name the id with or without it.
+        let at_server = include_str!("fixtures/openpbs-23.06-qdel-unknown-at-server.stderr");
+        assert!(is_unknown_job(None, at_server));
+        assert!(is_history_off(include_str!(
+            "fixtures/openpbs-23.06-nohistory-running-at-server.x-json.stderr"
+        )));
+        assert!(is_unknown_job(
+            None,
+            include_str!("fixtures/openpbs-23.06-nohistory-gone-at-server.plain-json.stderr")
+        ));
     }
 }

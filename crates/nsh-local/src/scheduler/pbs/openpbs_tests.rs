@@ -9,7 +9,9 @@
 //! - `NSH_TEST_OPENPBS_QUEUED` (optional, default `ncpus=9999`): a resource request that
 //!   keeps a job queued (more than any node has).
 //!
-//! The user running it must be allowed to submit (root needs `acl_roots`).
+//! The user running it must be allowed to submit (root needs `acl_roots`) and needs a
+//! private runtime directory (`NSH_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/nsh`, else
+//! `$HOME/.cache/nsh`) for the job scripts. At the end no `qsub` may be left running.
 
 use super::Pbs;
 use super::testbed_tests::{ended, job, wait_for};
@@ -68,6 +70,39 @@ async fn against_openpbs() {
         pbs.cancel(id).await.unwrap();
     }
     outcome.unwrap();
+    for id in &submitted {
+        assert!(numbered_at_server(&id.0), "job id {id} is not SEQ.SERVER");
+    }
+    // Plain qsub would leave a per-user helper with the same command line for a minute;
+    // `-f` must not.
+    let left = leftover_qsubs();
+    assert!(left.is_empty(), "qsub processes left behind: {left:?}");
+}
+
+/// `16.pbshost`: what OpenPBS's qsub prints.
+fn numbered_at_server(id: &str) -> bool {
+    id.split_once('.').is_some_and(|(seq, server)| {
+        !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()) && !server.is_empty()
+    })
+}
+
+/// Command lines of running `qsub`s that name a script in this process's runtime directory.
+fn leftover_qsubs() -> Vec<String> {
+    let Ok(dir) = crate::runtime_dir::runtime_dir() else {
+        return Vec::new();
+    };
+    let dir = dir.to_string_lossy().into_owned();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|p| std::fs::read(p.ok()?.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|line| {
+            let argv0 = line.split(' ').next().unwrap_or_default();
+            argv0.rsplit('/').next() == Some("qsub") && line.contains(&dir)
+        })
+        .collect()
 }
 
 async fn scenario<R: RunCommand>(
@@ -95,6 +130,18 @@ async fn scenario<R: RunCommand>(
     let cancelled = wait_for(pbs, &id, "deleted", &mut seen, ended).await?;
     expect_deleted(server, &cancelled)?;
     pbs.cancel(&id).await?;
+
+    // Deleted at once after the submit, as when Nix gives up on a build right away: the
+    // qdel may reach the mom before the job's process starts (then it ends ~10 s later).
+    let id = pbs
+        .submit(&job("early", "#!/bin/sh\nsleep 120\n", &[]))
+        .await?;
+    submitted.push(id.clone());
+    pbs.cancel(&id).await?;
+    let mut seen = Vec::new();
+    let cancelled = wait_for(pbs, &id, "deleted", &mut seen, ended).await?;
+    eprintln!("job {id}: states seen {seen:?}");
+    expect_deleted(server, &cancelled)?;
 
     // A job that cannot start: queued, deleted.
     let (name, value) = (&server.queued.0, &server.queued.1);

@@ -123,6 +123,14 @@ mod tests {
                 Some(143),
                 None,
             ),
+            // The same qdel of a user's job, seen another time: the mom's 256 + SIGTERM.
+            (
+                include_str!("fixtures/openpbs-23.06-deleted-by-user-signal.x-json.stdout"),
+                JobState::Failed,
+                EndReason::Cancelled,
+                None,
+                Some(15),
+            ),
             // `qdel -W force`: the mom's own 256 + SIGKILL.
             (
                 include_str!("fixtures/openpbs-23.06-force-deleted.x-json.stdout"),
@@ -154,6 +162,21 @@ mod tests {
             (JobState::Running, Some("pbshost"))
         );
         assert!(s.in_queue && s.end.is_none());
+        // Right after `qsub -f` (R/41, "sent for execution", seen for the first ~2 s while
+        // the script already runs) and while exiting (E/51, Exit_status already set):
+        // running, on a host.
+        for text in [
+            include_str!("fixtures/openpbs-23.06-prerun.x-json.stdout"),
+            include_str!("fixtures/openpbs-23.06-exiting.x-json.stdout"),
+        ] {
+            let s = status(text, "94.pbshost");
+            assert_eq!(
+                (s.state, s.host.as_deref(), s.exit_code, s.end),
+                (JobState::Running, Some("pbshost"), None, None),
+                "{s:?}"
+            );
+            assert!(s.in_queue, "{s:?}");
+        }
         let s = status(
             include_str!("fixtures/openpbs-23.06-nohistory-running.plain-json.stdout"),
             "15.pbshost",

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::{Dialect, Pbs, check_id, errors, qstat_json, qstat_text, status, unknown};
 use crate::scheduler::commands::RunCommand;
-use crate::scheduler::{JobId, JobStatus};
+use crate::scheduler::{EndReason, JobId, JobState, JobStatus};
 
 impl<R: RunCommand> Pbs<R> {
     pub(super) async fn job_status(&self, id: &JobId) -> Result<JobStatus> {
@@ -106,7 +106,25 @@ impl<R: RunCommand> Pbs<R> {
     }
 
     fn status_of(&self, id: &JobId, attrs: &status::Attrs) -> Result<JobStatus> {
-        status::job_status(attrs)
-            .map_err(|why| self.bad_answer("qstat", &format!("job {id}"), &why))
+        let mut status = status::job_status(attrs)
+            .map_err(|why| self.bad_answer("qstat", &format!("job {id}"), &why))?;
+        // A qdel that reaches the mom before the job's process has started is missed: the
+        // mom kills the job only after its kill delay (~10 s), and OpenPBS 23.06 then records
+        // no deletion (substate 91) but a failure (93, Exit_status 256+9) for a user's job
+        // and a success (92, Exit_status 0) for root's. So a job this process deleted counts
+        // as cancelled however it is said to have ended; the exit status stays as reported.
+        let ended = matches!(status.state, JobState::Finished | JobState::Failed);
+        if ended && self.asked_to_cancel(id) {
+            status.state = JobState::Failed;
+            status.end = Some(EndReason::Cancelled);
+        }
+        Ok(status)
+    }
+
+    fn asked_to_cancel(&self, id: &JobId) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&id.0)
     }
 }

@@ -331,6 +331,97 @@ async fn a_configured_server_reaches_every_command() {
     assert_eq!(bad.runner.lines(), vec!["qstat --version".to_owned()]);
 }
 
+/// As a real OpenPBS answered with `pbs-host = pbshost`, `pbs-port = 15001` and job history
+/// off: `-x` is dropped after the first answer, the `@server` stays on every id.
+#[tokio::test]
+async fn a_configured_server_without_job_history() {
+    let fake = Fake::openpbs()
+        .on(
+            "qstat -x -f -F json 97.pbshost@pbshost:15001",
+            fixture("openpbs-23.06-nohistory-running-at-server.x-json"),
+        )
+        .on(
+            "qstat -f -F json 97.pbshost@pbshost:15001",
+            fixture("openpbs-23.06-nohistory-running-at-server.plain-json"),
+        )
+        .on(
+            "qstat -f -F json 97.pbshost@pbshost:15001",
+            fixture("openpbs-23.06-nohistory-gone-at-server.plain-json"),
+        )
+        .on(
+            "qdel 999999@pbshost:15001",
+            fixture("openpbs-23.06-qdel-unknown-at-server"),
+        );
+    let pbs = Pbs::new(fake, Some("pbshost:15001".into()));
+    let first = pbs.status(&id("97.pbshost")).await.unwrap();
+    assert_eq!(
+        (first.state, first.host.as_deref()),
+        (JobState::Running, Some("pbshost"))
+    );
+    let gone = pbs.status(&id("97.pbshost")).await.unwrap();
+    assert_eq!((gone.state, gone.in_queue), (JobState::Unknown, false));
+    pbs.cancel(&id("999999")).await.unwrap();
+    assert_eq!(
+        pbs.runner.lines()[1..],
+        [
+            "qstat -x -f -F json 97.pbshost@pbshost:15001",
+            "qstat -f -F json 97.pbshost@pbshost:15001",
+            "qstat -f -F json 97.pbshost@pbshost:15001",
+            "qdel 999999@pbshost:15001",
+        ]
+    );
+}
+
+/// A qdel right after `qsub -f`, before the mom started the job: OpenPBS ends it ten seconds
+/// later as failed by SIGKILL (a user's job, F/93, 256+9) or as finished with 0 (root's,
+/// F/92). To anyone else that is how it ended; to the process that deleted it, cancelled.
+#[tokio::test]
+async fn a_job_deleted_before_it_started_is_cancelled_for_whoever_deleted_it() {
+    let fake = Fake::openpbs()
+        .on(
+            "qstat -x -f -F json 107.pbshost",
+            fixture("openpbs-23.06-deleted-in-prerun.x-json"),
+        )
+        .on(
+            "qstat -x -f -F json 120.pbshost",
+            fixture("openpbs-23.06-deleted-in-prerun-by-root.x-json"),
+        )
+        .on("qdel 107.pbshost", output(0, "", ""))
+        .on("qdel 120.pbshost", output(0, "", ""));
+    let pbs = Pbs::new(fake, None);
+    let cases = [
+        ("107.pbshost", JobState::Finished, None, Some(9)),
+        ("120.pbshost", JobState::Finished, Some(0), None),
+    ];
+    for (job, state, exit_code, signal) in cases {
+        let seen = pbs.status(&id(job)).await.unwrap();
+        assert_eq!(
+            (seen.state, seen.end, seen.exit_code, seen.signal),
+            (state, Some(EndReason::Exited), exit_code, signal),
+            "{job}"
+        );
+        pbs.cancel(&id(job)).await.unwrap();
+        let ours = pbs.status(&id(job)).await.unwrap();
+        assert_eq!(
+            (
+                ours.state,
+                ours.end,
+                ours.exit_code,
+                ours.signal,
+                ours.in_queue
+            ),
+            (
+                JobState::Failed,
+                Some(EndReason::Cancelled),
+                exit_code,
+                signal,
+                false
+            ),
+            "{job}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn error_kinds() {
     let limit = "qsub: Maximum number of jobs for user root already in complex\n";
