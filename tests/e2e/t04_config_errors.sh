@@ -22,7 +22,8 @@ check_case() { local name=$1 conf=$2 want=$3
   say "ok: $name → $(grep -m1 -E "$want" "$LOGS/$name.log" | cut -c1-150) ($(( $(date +%s) - t0 ))s)"
 }
 check_case invalid-scheduler 'job-scheduler = invalid' "job-scheduler"
-check_case no-state-dir 'slurm-state-dir =' "slurm-state-dir"
+# The old name sets the same setting; the error names it by its name, state-dir.
+check_case no-state-dir 'slurm-state-dir =' "'state-dir' is required"
 check_case no-token 'slurm-jwt-token =' "slurm-jwt-token"
 check_case bad-token 'slurm-jwt-token = eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdW4iOiJyb290In0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' "token"
 check_case unreachable 'slurm-api-port = 1' "slurmrestd|unreachable|connect"

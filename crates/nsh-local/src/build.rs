@@ -370,7 +370,7 @@ impl Build<'_> {
                         );
                     }
                     if status.reason != last_reason {
-                        if let Some(r) = status.reason.as_deref().filter(|r| *r != "None") {
+                        if let Some(r) = status.reason.as_deref() {
                             self.ui.info(&format!(
                                 "nsh: job {} is waiting in the queue ({r})",
                                 self.job

@@ -106,20 +106,17 @@ async fn check_job<S: Scheduler>(
     agent: &AgentBinary,
 ) -> Result<()> {
     let state_dir = config
-        .slurm_state_dir
+        .state_dir
         .clone()
-        .context("'slurm-state-dir' is required")?;
+        .context("'state-dir' is required")?;
     let key = format!("check-{}", hex::encode(rand::random::<[u8; 6]>()));
     let files = JobFiles::new(&state_dir, &key, &agent.file_name);
     let mut self_check = format!(
         "\"$a\" self-check --state-dir {}",
         job_script::sh_quote(&state_dir)
     );
-    if config.remote_store != "auto" {
-        self_check.push_str(&format!(
-            " --store {}",
-            job_script::sh_quote(&config.remote_store)
-        ));
+    if let Some(store) = &config.remote_store {
+        self_check.push_str(&format!(" --store {}", job_script::sh_quote(store)));
     }
     if let Some(bin) = &config.remote_nix_bin_dir {
         self_check.push_str(&format!(" --nix-bin-dir {}", job_script::sh_quote(bin)));

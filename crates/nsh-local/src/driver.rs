@@ -334,8 +334,8 @@ async fn submit_and_build<R: Read, S: Scheduler>(
             return Some(0);
         }
     };
-    let Some(state_dir) = config.slurm_state_dir.clone() else {
-        ui.error("nsh: 'slurm-state-dir' is required when job-scheduler = slurm");
+    let Some(state_dir) = config.state_dir.clone() else {
+        ui.error("nsh: 'state-dir' is required when job-scheduler = slurm");
         reply(&Reply::DeclinePermanently);
         return Some(0);
     };

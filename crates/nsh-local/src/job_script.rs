@@ -70,8 +70,8 @@ pub fn render(config: &Config, files: &JobFiles, drv_path: &str, token: &str) ->
         sh_quote(&files.dir),
         nsh_wire::agent_protocol::LEASE.as_secs()
     );
-    if config.remote_store != "auto" {
-        serve.push_str(&format!(" --store {}", sh_quote(&config.remote_store)));
+    if let Some(store) = &config.remote_store {
+        serve.push_str(&format!(" --store {}", sh_quote(store)));
     }
     if let Some(bin) = &config.remote_nix_bin_dir {
         serve.push_str(&format!(" --nix-bin-dir {}", sh_quote(bin)));

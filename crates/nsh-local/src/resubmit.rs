@@ -86,7 +86,7 @@ pub async fn run<S: Scheduler>(
             host: failure.host,
             error: failure.error,
         });
-        let Some(state_dir) = build.config.slurm_state_dir.as_deref() else {
+        let Some(state_dir) = build.config.state_dir.as_deref() else {
             return 1;
         };
         let (files, token) = job_script::fresh_job(state_dir, &build.agent.file_name);

@@ -91,8 +91,9 @@ pub fn job_ended(job: &JobId, host: Option<&str>, st: &JobStatus, serving: bool)
     let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
     let why = match (end, serving) {
         (EndReason::Exited, true) => "its agent died or was killed".to_owned(),
-        (EndReason::OutOfMemory, _) => "it ran out of memory: ask for more with the \
-                                        derivation's extraSlurmParams (memory_per_node)"
+        (EndReason::OutOfMemory, _) => "it ran out of memory: ask for more in the \
+                                        derivation's job parameters (extraSlurmParams' \
+                                        memory_per_node, pbsResources' mem)"
             .to_owned(),
         (e, _) => e.describe().to_owned(),
     };

@@ -6,11 +6,15 @@
 use anyhow::{Context, Result};
 use nsh_wire::derivation::Derivation;
 
-use super::{ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler, job_params, slurm_rest};
+use super::commands::Commands;
+use super::{
+    ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler, job_params, pbs, slurm_rest,
+};
 use crate::config::{Config, JobScheduler};
 
 pub enum Backend {
     SlurmRest(slurm_rest::SlurmRest),
+    Pbs(pbs::Pbs<Commands>),
 }
 
 /// What `nsh check` prints about a backend: `ok` lines, and `warn` lines that do not stop it.
@@ -63,9 +67,16 @@ impl Backend {
                     .await?,
                 ))
             }
+            JobScheduler::Pbs => {
+                let commands = Commands::new(
+                    config.login_host.as_deref(),
+                    config.scheduler_bin_dir.as_deref(),
+                )?;
+                Ok(Backend::Pbs(pbs::Pbs::new(commands, pbs_server(config))))
+            }
             other => anyhow::bail!(
                 "job-scheduler = {other} is not available in this build of nsh; use \
-                 job-scheduler = slurm"
+                 job-scheduler = slurm or pbs"
             ),
         }
     }
@@ -88,6 +99,13 @@ impl Backend {
                     )));
                 }
                 Ok(lines)
+            }
+            Backend::Pbs(p) => {
+                let dialect = p.dialect().await?;
+                Ok(vec![CheckLine::Ok(format!(
+                    "{} answers ({dialect})",
+                    p.describe()
+                ))])
             }
         }
     }
@@ -114,36 +132,42 @@ impl Scheduler for Backend {
     async fn submit(&self, job: &JobSpec) -> Result<JobId> {
         match self {
             Backend::SlurmRest(s) => s.submit(job).await,
+            Backend::Pbs(p) => p.submit(job).await,
         }
     }
 
     async fn status(&self, id: &JobId) -> Result<JobStatus> {
         match self {
             Backend::SlurmRest(s) => s.status(id).await,
+            Backend::Pbs(p) => p.status(id).await,
         }
     }
 
     async fn cancel(&self, id: &JobId) -> Result<()> {
         match self {
             Backend::SlurmRest(s) => s.cancel(id).await,
+            Backend::Pbs(p) => p.cancel(id).await,
         }
     }
 
     fn describe(&self) -> String {
         match self {
             Backend::SlurmRest(s) => s.describe(),
+            Backend::Pbs(p) => p.describe(),
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
             Backend::SlurmRest(s) => s.name(),
+            Backend::Pbs(p) => p.name(),
         }
     }
 
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {
         match self {
             Backend::SlurmRest(s) => s.error_kind(e),
+            Backend::Pbs(p) => p.error_kind(e),
         }
     }
 }
@@ -154,6 +178,7 @@ impl Scheduler for Backend {
 pub fn derivation_params(config: &Config, drv: &Derivation) -> Result<JobParams> {
     match config.job_scheduler {
         JobScheduler::Slurm => slurm_rest_params(config, drv),
+        JobScheduler::Pbs => pbs::derivation_params(config, drv),
         other => Ok(JobParams::none_for(other)),
     }
 }
@@ -162,7 +187,8 @@ pub fn derivation_params(config: &Config, drv: &Derivation) -> Result<JobParams>
 pub fn derivation_attribute(config: &Config) -> Option<(&'static str, &'static [&'static str])> {
     match config.job_scheduler {
         JobScheduler::Slurm => Some(("extraSlurmParams", job_params::SLURM_REST_ALLOWED)),
-        _ => None,
+        JobScheduler::Pbs => Some(("pbsResources", job_params::PBS_ALLOWED)),
+        JobScheduler::SlurmNative => None,
     }
 }
 
@@ -186,6 +212,16 @@ fn slurm_rest_params(config: &Config, drv: &Derivation) -> Result<JobParams> {
         params.insert(k.clone(), v.clone());
     }
     Ok(JobParams::SlurmRest(params))
+}
+
+/// `pbs-host`, with `:pbs-port` when the port was set; `None`: pbs.conf's server.
+fn pbs_server(config: &Config) -> Option<String> {
+    let host = config.pbs_host.as_ref()?;
+    Some(if config.origins.contains_key("pbs-port") {
+        format!("{host}:{}", config.pbs_port)
+    } else {
+        host.clone()
+    })
 }
 
 /// What `nsh check` says before it connects: whether the token crosses plain HTTP.

@@ -10,11 +10,9 @@
 //! directory of the commands (sites put them in `/opt/pbs/bin`, which a non-interactive SSH
 //! session or nix-daemon's environment often lacks on PATH).
 
-#![allow(dead_code)] // until the PBS backend (the next commits) uses it
-
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::job_script::sh_quote;
 
@@ -377,21 +375,6 @@ fn printable(s: &str) -> String {
         out.push('…');
     }
     out
-}
-
-/// Fails with the command's own words when it did not succeed.
-pub fn require_success(what: &str, out: &CommandOutput) -> Result<()> {
-    if out.success() {
-        return Ok(());
-    }
-    bail!(
-        "{what} failed ({}): {}",
-        match out.status {
-            Some(code) => format!("exit status {code}"),
-            None => "killed by a signal".into(),
-        },
-        out.stderr_line()
-    )
 }
 
 #[cfg(test)]

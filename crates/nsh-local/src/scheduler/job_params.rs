@@ -4,7 +4,7 @@
 //! nsh runs as root under nix-daemon and submits with the site's credentials, so any local
 //! user who may build can write a derivation. Its attribute (`extraSlurmParams` today;
 //! `slurmNativeConstraints` and `pbsResources` for the backends to come) is checked here,
-//! before anything is submitted:
+//! before anything is submitted (`pbsResources`: [`PBS_ALLOWED`], [`PBS_RESERVED`]):
 //!
 //! - every key must be in the allowed set: the backend's documented default
 //!   ([`SLURM_REST_ALLOWED`]) or the admin's `allowed-job-params` in `nsh.conf`;
@@ -102,6 +102,67 @@ pub const SLURM_REST_RESERVED: &[&str] = &[
     "container_id",
 ];
 
+/// Derivation-level `pbsResources` names allowed by default: `-l` resources that ask for
+/// CPUs, memory, GPUs, time and placement, as OpenPBS, PBS Professional and Torque name them.
+pub const PBS_ALLOWED: &[&str] = &[
+    // CPUs, memory, GPUs
+    "ncpus",
+    "mem",
+    "vmem",
+    "pmem",
+    "pvmem",
+    "ngpus",
+    "gpus",
+    "naccelerators",
+    "accelerator_model",
+    "mpiprocs",
+    "ompthreads",
+    // time
+    "walltime",
+    "cput",
+    "pcput",
+    // chunks and placement (`select=2:ncpus=4`, `place=scatter`; Torque `nodes=1:ppn=4`)
+    "select",
+    "place",
+    "nodes",
+    "nodect",
+    "ppn",
+    "host",
+    "arch",
+    "feature",
+    "file",
+    "software",
+];
+
+/// `-l` resources nsh never passes, even if the admin allows them: Torque's `prologue` and
+/// `epilogue` name scripts to run around the job, and the others change what runs, as whom,
+/// where its output goes or whether it is rerun (`qsub` options in resource form).
+pub const PBS_RESERVED: &[&str] = &[
+    "prologue",
+    "epilogue",
+    "depend",
+    "stagein",
+    "stageout",
+    "user_list",
+    "group_list",
+    "euser",
+    "egroup",
+    "shell_path_list",
+    "Output_Path",
+    "Error_Path",
+    "Join_Path",
+    "Keep_Files",
+    "Variable_List",
+    "Rerunable",
+    "Job_Name",
+    "Execution_Time",
+    "interactive",
+    "block",
+    "sandbox",
+    "jobdir",
+    "umask",
+];
+
 /// Why a derivation's scheduler parameters were refused. The caller adds which derivation.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -192,7 +253,6 @@ pub fn check_derivation_params(
 /// --opt=value`): the word must not start a new option, and must not hold any of `separators`
 /// (e.g. `,`, which starts another resource in `-l`). Names also stay within
 /// `[A-Za-z0-9_.-]`.
-#[allow(dead_code)] // for the command-line backends (PBS, slurm-cli) to come
 pub fn check_option_word(
     attr: &'static str,
     name: &str,

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod commands;
 pub mod job_params;
+pub mod pbs;
 pub mod slurm_rest;
 
 use std::fmt;
@@ -62,7 +63,6 @@ pub enum ErrorKind {
     /// job may be accepted later, so the offer is postponed.
     Refused,
     /// The scheduler does not know the job (any more).
-    #[allow(dead_code)] // the command-line backends' qdel/qstat (next commits)
     Gone,
     /// Anything else: the request was wrong, or the scheduler failed.
     Other,
