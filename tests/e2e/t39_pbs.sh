@@ -49,6 +49,7 @@ assert_pbs_job good
 job=$PBS_JOB
 assert_log good '^hello-from-pbs'
 assert_log good "job $job is running on node[12]"
+assert_line_has good "as job $job to PBS" "commands on this machine"
 refute_log good 'login host'
 out=$(out_paths good | tail -n1)
 [ -n "$out" ] || fail "good: no output path printed"
@@ -71,7 +72,7 @@ bad_case() {
   unset BUILD_ENV
   [ "$BUILD_RC" != 0 ] || fail "bad-$case: the build succeeded"
   [ "$BUILD_RC" != 124 ] || fail "bad-$case: nix-build hung"
-  assert_line_has "bad-$case" pbsResources "$key"
+  assert_line_has "bad-$case" "'pbsResources'" "\`$key\`"
   refute_log "bad-$case" 'as job [0-9]'
   refute_log "bad-$case" 'should-not-build'
   new=$(new_job_ids "$before")
