@@ -129,8 +129,9 @@ tb_smoke_torque_layout() {
       { echo "no $TB_TORQUE_LOGIN_BIN/$c on $TB_LOGIN_HOST"; return 1; }
   done
   tb_exec "$TB_LOGIN_HOST" alice bash -euo pipefail -c '
-    printf "#!/bin/sh\nsleep 30\n" >"$HOME/tb-smoke-qsub.sh"
-    id=$("$1/qsub" -N tb-smoke-qsub -o /dev/null -e /dev/null "$HOME/tb-smoke-qsub.sh"); rm -f "$HOME/tb-smoke-qsub.sh"
+    f=$HOME/tb-smoke-qsub.sh; trap "rm -f $f" EXIT
+    printf "#!/bin/sh\nsleep 30\n" >"$f"
+    id=$("$1/qsub" -N tb-smoke-qsub -o /dev/null -e /dev/null "$f")
     rc=0; "$1/qstat" -f "$id" | grep -q "Job_Name = tb-smoke-qsub" || rc=$?
     "$1/qdel" "$id"
     [ $rc = 0 ] || { echo "qstat -f $id on $(hostname) does not show the job"; exit 1; }' sh "$TB_TORQUE_LOGIN_BIN"
