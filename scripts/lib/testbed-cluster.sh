@@ -6,7 +6,8 @@
 #       munged, slurmctld, slurmrestd :6820 (also 127.0.0.1), sshd :22, nix-daemon,
 #       stunnel :6821 (also 127.0.0.1) -> 127.0.0.1:6820, TLS with the testbed's own CA
 #   ├─ veth ─ netns nshtb-GEN-node1 (UTS "node1", own mount ns; own /nix /tmp /scratch)
-#   │         eth0 NET.11: slurmd, sshd, nix-daemon
+#   │         eth0 NET.11: slurmd, sshd, nix-daemon; the login host: /opt/torque-login/bin
+#   │         is a bind of /opt/torque/bin (the Torque wrappers), empty everywhere else
 #   └─ veth ─ netns nshtb-GEN-node2 ... NET.12
 #
 # One munged serves all hosts: its socket is reached by path, which works across network
@@ -106,6 +107,11 @@ tb_setup_host_namespaces() {
     tb_enter "$host" sh -c 'mkdir -p /nix/var/nix/daemon-socket
       chown root:nix-users /nix/var/nix/daemon-socket; chmod 770 /nix/var/nix/daemon-socket'
   done
+  # The login host alone shows the Torque wrappers at TB_TORQUE_LOGIN_BIN (in its own
+  # namespace, so submit's stays empty). Here rather than in the unshare above, so that a
+  # namespace made before this existed gets it on the next `up` too.
+  tb_enter "$TB_LOGIN_HOST" sh -e -c 'mountpoint -q "$2" || mount --bind "$1" "$2"' \
+    sh "$TB_TORQUE_BIN" "$TB_TORQUE_LOGIN_BIN"
 }
 
 # slurmrestd's content plugins: one per API version before 23.02, openapi/slurmctld after.
@@ -318,6 +324,9 @@ tb_write_env() {
     printf 'NSH_TB_NSH_BIN=%q\n' /opt/nsh/bin
     printf 'NSH_TB_DIST=%q\n' "$(tb_dist_dir)"
     printf 'NSH_TB_NIX_RELOC=%q\n' "$TB_RELOC/bin"
+    printf 'NSH_TB_TORQUE_BIN=%q\n' "$TB_TORQUE_BIN"
+    printf 'NSH_TB_TORQUE_LOGIN_BIN=%q\n' "$TB_TORQUE_LOGIN_BIN"
+    printf 'NSH_TB_LOGIN_HOST=%q\n' "$TB_LOGIN_HOST"
     printf 'NSH_TB_SLURM_VERSION=%q\n' "$slurm_version"
     printf 'NSH_TB_NIX_VERSION=%q\n' "$nix_version"
     printf 'NSH_TB_EXEC=%q\n' "$TB_REPO/scripts/testbed exec --generation $TB_GEN"

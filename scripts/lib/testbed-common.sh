@@ -51,6 +51,12 @@ tb_select_generation() {
   TB_STATE_DIR_IN=/var/lib/nsh-state
   TB_RELOC=/opt/nix-reloc
   TB_TLS_DIR=$TB_CONF_DIR/tls   # the testbed's CA, stunnel's certificate, a second ("wrong") CA
+  # Debian's Torque-compatible wrappers (qsub, qstat, qdel over Slurm), moved off PATH into
+  # TB_TORQUE_BIN; TB_TORQUE_LOGIN_BIN is empty but on TB_LOGIN_HOST, where it shows them
+  # (a login host whose clients the submit host lacks)
+  TB_TORQUE_BIN=/opt/torque/bin
+  TB_TORQUE_LOGIN_BIN=/opt/torque-login/bin
+  TB_LOGIN_HOST=node1
 }
 
 tb_t0=$(date +%s%N)

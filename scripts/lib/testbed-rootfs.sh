@@ -185,6 +185,33 @@ EOF
 
   tb_write_slurm_conf "$slurm_ver"
   tb_write_ssh_conf "$ssh_ver"
+  tb_move_torque_wrappers
+}
+
+# The PBS backend's tests need a host without the PBS clients on PATH, so that only a login
+# host can run them: every file slurm-wlm-torque puts in /usr/bin (qsub, qstat, qdel, qalter,
+# qhold, qrls, qrerun, pbsnodes, generate_pbs_nodefile, mpiexec.slurm) is diverted into
+# TB_TORQUE_BIN. A diversion, not a move, so that dpkg keeps them there on upgrades; it runs on
+# every `up`, so an existing rootfs is converted in place. TB_TORQUE_LOGIN_BIN stays empty
+# here; node1's mount namespace shows TB_TORQUE_BIN there (tb_setup_host_namespaces).
+tb_move_torque_wrappers() {
+  tb_chroot /bin/sh -e -c '
+    bin=$1 login=$2
+    mkdir -p "$bin" "$login"
+    # mpirun and mpiexec are alternatives for mpiexec.slurm (removed while it is still there,
+    # or update-alternatives warns; a package upgrade adds them again)
+    if [ "$(readlink /etc/alternatives/mpirun)" = /usr/bin/mpiexec.slurm ]; then
+      update-alternatives --quiet --remove mpirun /usr/bin/mpiexec.slurm
+    fi
+    for f in $(dpkg-query -L slurm-wlm-torque | grep "^/usr/bin/."); do
+      to=$bin/${f##*/}
+      [ "$(dpkg-divert --truename "$f")" = "$to" ] ||
+        dpkg-divert --quiet --local --rename --divert "$to" --add "$f"
+    done
+    # qsub and mpiexec.slurm run sbatch, salloc and srun from their own directory
+    for c in sbatch salloc srun; do ln -sfn "/usr/bin/$c" "$bin/$c"; done
+    [ -z "$(ls -A "$login")" ] || { echo "$login is not empty" >&2; exit 1; }
+  ' sh "$TB_TORQUE_BIN" "$TB_TORQUE_LOGIN_BIN" || tb_die "moving the Torque wrappers into $TB_TORQUE_BIN failed"
 }
 
 tb_write_slurm_conf() {

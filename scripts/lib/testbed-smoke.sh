@@ -117,6 +117,26 @@ tb_smoke_node_store() {
     grep -qx "sandboxed-$tag" "$store$out"' sh "$tag" "$2" "${hook[@]}"
 }
 
+# The PBS clients (Torque wrappers): not on submit's PATH and not in the login directory
+# there, but in the login directory on the login host, where qstat answers for a job
+# submitted with them (sleeps, so it is still known).
+tb_smoke_torque_layout() {
+  local c
+  for c in qsub qstat qdel; do
+    if tb_exec submit root sh -c "command -v $c"; then echo "$c is on submit's PATH"; return 1; fi
+    if tb_exec submit root test -e "$TB_TORQUE_LOGIN_BIN/$c"; then echo "$TB_TORQUE_LOGIN_BIN/$c exists on submit"; return 1; fi
+    tb_exec "$TB_LOGIN_HOST" root test -x "$TB_TORQUE_LOGIN_BIN/$c" ||
+      { echo "no $TB_TORQUE_LOGIN_BIN/$c on $TB_LOGIN_HOST"; return 1; }
+  done
+  tb_exec "$TB_LOGIN_HOST" alice bash -euo pipefail -c '
+    f=$HOME/tb-smoke-qsub.sh; trap "rm -f $f" EXIT
+    printf "#!/bin/sh\nsleep 30\n" >"$f"
+    id=$("$1/qsub" -N tb-smoke-qsub -o /dev/null -e /dev/null "$f")
+    rc=0; "$1/qstat" -f "$id" | grep -q "Job_Name = tb-smoke-qsub" || rc=$?
+    "$1/qdel" "$id"
+    [ $rc = 0 ] || { echo "qstat -f $id on $(hostname) does not show the job"; exit 1; }' sh "$TB_TORQUE_LOGIN_BIN"
+}
+
 tb_smoke_dist_visible() { # /opt/nsh/bin on submit is the workspace's target/dist
   [ "$(stat -c %d:%i "$(tb_dist_dir)")" = "$(tb_exec submit root stat -c %d:%i /opt/nsh/bin)" ]
 }
@@ -150,6 +170,7 @@ tb_smoke() {
   fi
   tb_check "relocatable Nix builds into /scratch on node2" tb_smoke_node_store node2 "$TB_RELOC/bin/"
   tb_check "/opt/nsh/bin on submit is target/dist" tb_smoke_dist_visible
+  tb_check "Torque wrappers: off submit's PATH, only $TB_LOGIN_HOST has them in $TB_TORQUE_LOGIN_BIN" tb_smoke_torque_layout
 
   if [ "$tb_smoke_fails" = 0 ]; then echo "smoke: all checks passed"; else echo "smoke: $tb_smoke_fails failed"; fi
   [ "$tb_smoke_fails" = 0 ]
