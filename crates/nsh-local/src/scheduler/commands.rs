@@ -318,7 +318,7 @@ async fn run_on(
     stdin: Option<&[u8]>,
 ) -> Result<CommandOutput> {
     use tokio::io::AsyncWriteExt;
-    let session = slot.session().await?;
+    let session = session_with_retries(slot).await?;
     let mut cmd = session.raw_command(line);
     cmd.stdin(if stdin.is_some() {
         openssh::Stdio::piped()
@@ -345,6 +345,28 @@ async fn run_on(
         stdout: out.stdout,
         stderr: out.stderr,
     })
+}
+
+/// How often a connection to the login host is tried before a command counts as
+/// unreachable: a master that is just being replaced (an idle one exiting, a killed hook's
+/// master gone) should not fail a build.
+const CONNECT_ATTEMPTS: u32 = 3;
+
+/// The slot's session, retried [`CONNECT_ATTEMPTS`] times a second apart. Only connecting is
+/// retried, never a command: a `qsub` that may have run is not sent twice.
+async fn session_with_retries(slot: &crate::ssh::Slot) -> Result<openssh::Session> {
+    let mut attempt = 1;
+    loop {
+        match slot.session().await {
+            Ok(s) => return Ok(s),
+            Err(e) if attempt >= CONNECT_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::debug!(attempt, "connecting to the login host: {e:#}");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 fn not_found_hint(bin_dir: Option<&str>) -> &'static str {

@@ -2,7 +2,7 @@
 //! Ignored by a plain `cargo test`; run with `--ignored` and
 //!
 //! - `NSH_TEST_PBS_BIN_DIR`: the directory of `qsub`, `qstat`, `qdel` where they run
-//!   (`/usr/bin` in the sid rootfs, `/opt/torque/bin` in later ones);
+//!   (`/opt/torque/bin` on the testbed's hosts: `NSH_TB_TORQUE_BIN`);
 //! - `NSH_TEST_PBS_EXEC` (optional): a command prefix that runs a command on the testbed's
 //!   submit host with stdin passed through, e.g. `scripts/testbed exec submit --` (with
 //!   `NSH_TESTBED_INSTANCE` set). The test then writes small shims that run the commands
