@@ -1,4 +1,4 @@
-//! The build-hook protocol loop (design §2): settings, offers, replies, and after an accept
+//! The build-hook protocol loop: settings, offers, replies, and after an accept
 //! the build itself. Nix reads our replies with a blocking read on its only worker thread,
 //! so every reply is sent as soon as it is known: for a cluster build, right after the
 //! scheduler accepted the job — never after waiting for the queue.

@@ -1,4 +1,4 @@
-//! Nix's own build hook, for derivations nsh does not take (spec §3 "Routing").
+//! Nix's own build hook, for derivations nsh does not take.
 //!
 //! nsh starts it lazily, replays the settings block it read, and forwards each offer it
 //! routes away byte for byte. If Nix's hook accepts, nsh relays the accept, forwards the

@@ -1,4 +1,4 @@
-//! Does this derivation go to the cluster? (spec §2 `system`, `system-features`,
+//! Does this derivation go to the cluster? (the settings `system`, `system-features`,
 //! `mandatory-system-features`).
 
 use crate::config::Config;

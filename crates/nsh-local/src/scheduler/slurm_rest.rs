@@ -1,7 +1,7 @@
 //! Slurm through `slurmrestd`: one HTTP request per submit, poll and cancel, with a JWT.
 //!
 //! Slurm serves several OpenAPI versions at once and changes shapes between them
-//! (design.md §6, facts/slurm-rest.md). [`SlurmRest::connect`] reads the server's OpenAPI
+//! (the table below). [`SlurmRest::connect`] reads the server's OpenAPI
 //! document, picks the newest version both sides know (v0.0.38 … v0.0.45) and keeps each
 //! endpoint's path exactly as listed: 22.05 writes `/slurm/v0.0.38/jobs`, 24.11+ writes
 //! `/slurm/v0.0.42/jobs/`. What differs for nsh:
