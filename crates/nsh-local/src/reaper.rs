@@ -3,8 +3,8 @@
 //! Nix before 2.35 SIGKILLs the hook's whole process group on Ctrl-C, with no warning
 //! (upstream Nix issue #14760), so cancellation cannot live in the hook. At submit time the
 //! hook starts `nsh __reap <job>` in a new session, holding nothing of Nix's (no fd 1, 2 or
-//! 4), with a pipe as its stdin. The hook writes `done` before it exits normally; if the pipe closes
-//! without it, the hook was killed and the reaper cancels the job.
+//! 4), with a pipe as its stdin. The hook writes `done` before it exits normally; if the
+//! pipe closes without it, the hook was killed and the reaper cancels the job.
 //!
 //! slurmrestd may be down just then (restarting, overloaded): the reaper keeps trying to
 //! connect and cancel for [`PATIENCE`], pausing at most [`MAX_PAUSE`] between attempts, so
