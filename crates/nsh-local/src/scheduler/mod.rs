@@ -113,6 +113,23 @@ pub struct JobStatus {
     pub waits_for_nodes: bool,
 }
 
+impl JobStatus {
+    /// A job the scheduler does not know (any more).
+    pub fn unknown() -> JobStatus {
+        JobStatus {
+            state: JobState::Unknown,
+            raw_state: String::new(),
+            host: None,
+            exit_code: None,
+            signal: None,
+            reason: None,
+            in_queue: false,
+            end: None,
+            waits_for_nodes: false,
+        }
+    }
+}
+
 /// How a job ended, as far as nsh cares: whether the infrastructure took it (worth a fresh
 /// job), someone ended it on purpose, or its script simply exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -49,7 +49,7 @@ use std::sync::{Mutex, OnceLock};
 use anyhow::{Context, Result};
 
 use super::commands::{CommandError, CommandOutput, Invocation, RunCommand};
-use super::{ErrorKind, JobId, JobParams, JobSpec, JobState, JobStatus, Scheduler};
+use super::{ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler};
 pub use dialect::Dialect;
 pub use errors::Error;
 pub use params::derivation_params;
@@ -417,20 +417,6 @@ fn check_id(id: &JobId) -> Result<()> {
         ),
     }
     .into())
-}
-
-fn unknown() -> JobStatus {
-    JobStatus {
-        state: JobState::Unknown,
-        raw_state: String::new(),
-        host: None,
-        exit_code: None,
-        signal: None,
-        reason: None,
-        in_queue: false,
-        end: None,
-        waits_for_nodes: false,
-    }
 }
 
 fn exit_text(out: &CommandOutput) -> String {

@@ -46,7 +46,7 @@ use permits::Permits;
 use shapes::{
     ESLURM_ALREADY_DONE, ESLURM_INVALID_JOB_ID, LIMIT_ERRORS, Paths, V0_0_38_AUTH_ERRORS,
     choose_version, error_detail, error_numbers, find_job, is_auth_failure, job_status,
-    served_versions, submit_body, submitted_job_id, unknown_status,
+    served_versions, submit_body, submitted_job_id,
 };
 
 /// Oldest and newest REST API versions nsh speaks.
@@ -757,7 +757,7 @@ impl Scheduler for SlurmRest {
         let unknown = answer.status == StatusCode::NOT_FOUND
             || error_numbers(answer.json.as_ref()).contains(&ESLURM_INVALID_JOB_ID);
         if unknown && !is_auth_failure(answer.status, &answer.text, answer.json.as_ref()) {
-            return Ok(unknown_status());
+            return Ok(JobStatus::unknown());
         }
         if !answer.status.is_success() {
             return Err(self.error(&answer, &action).into());
@@ -767,7 +767,7 @@ impl Scheduler for SlurmRest {
         };
         match find_job(json, id) {
             Some(job) => job_status(job).map_err(|detail| self.bad_answer(&action, detail).into()),
-            None => Ok(unknown_status()),
+            None => Ok(JobStatus::unknown()),
         }
     }
 

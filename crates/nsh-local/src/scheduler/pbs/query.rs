@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
-use super::{Dialect, Pbs, check_id, errors, qstat_json, qstat_text, status, unknown};
+use super::{Dialect, Pbs, check_id, errors, qstat_json, qstat_text, status};
 use crate::scheduler::commands::RunCommand;
 use crate::scheduler::{EndReason, JobId, JobState, JobStatus};
 
@@ -47,7 +47,7 @@ impl<R: RunCommand> Pbs<R> {
             let out = self.run("qstat", &args, &env, None, &what).await?;
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             if errors::is_unknown_job(out.status, &stderr) {
-                return Ok(unknown());
+                return Ok(JobStatus::unknown());
             }
             if !history && errors::is_finished_job(&stderr) {
                 // History was turned on since: ask with -x again.
@@ -76,7 +76,7 @@ impl<R: RunCommand> Pbs<R> {
                 None if history && errors::is_history_off(&stderr) => {
                     self.history_off.store(true, Ordering::Relaxed);
                 }
-                None => return Ok(unknown()),
+                None => return Ok(JobStatus::unknown()),
             }
         }
         Err(self.bad_answer("qstat", &format!("job {id}"), "its answers kept changing"))
@@ -94,14 +94,14 @@ impl<R: RunCommand> Pbs<R> {
         let what = format!("while reading the state of job {id}");
         let out = self.run("qstat", &args, &env, None, &what).await?;
         if errors::is_unknown_job(out.status, &String::from_utf8_lossy(&out.stderr)) {
-            return Ok(unknown());
+            return Ok(JobStatus::unknown());
         }
         if !out.success() {
             return Err(self.failed("qstat", &what, &out));
         }
         match qstat_text::parse(&out.stdout_text(), &id.0) {
             Some(attrs) => self.status_of(id, &attrs),
-            None => Ok(unknown()),
+            None => Ok(JobStatus::unknown()),
         }
     }
 

@@ -458,20 +458,6 @@ fn excluded_nodes(given: Option<&Value>, hosts: &[String]) -> Value {
     Value::from(all.join(","))
 }
 
-pub(super) fn unknown_status() -> JobStatus {
-    JobStatus {
-        state: JobState::Unknown,
-        raw_state: String::new(),
-        host: None,
-        exit_code: None,
-        signal: None,
-        reason: None,
-        in_queue: false,
-        end: None,
-        waits_for_nodes: false,
-    }
-}
-
 /// The record of job `id` in a `GET job/{id}` answer; `None` if the answer lists no job.
 pub(super) fn find_job<'a>(answer: &'a Value, id: &JobId) -> Option<&'a Value> {
     let jobs = answer.get("jobs")?.as_array()?;

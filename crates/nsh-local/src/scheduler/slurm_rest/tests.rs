@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
-use super::shapes::{
-    Paths, choose_version, exit_of, job_status, served_versions, submit_body, unknown_status,
-};
+use super::shapes::{Paths, choose_version, exit_of, job_status, served_versions, submit_body};
 use super::{ApiVersion, Error, SlurmRest, Token};
 use crate::scheduler::{EndReason, JobId, JobParams, JobSpec, JobState, JobStatus, Scheduler};
 
@@ -328,7 +326,7 @@ fn in_queue_follows_what_squeue_lists() {
         let st = status(json!({"job_id":1,"job_state":words,"batch_host":"node1"}));
         assert_eq!(st.in_queue, listed, "{words}");
     }
-    assert!(!unknown_status().in_queue);
+    assert!(!JobStatus::unknown().in_queue);
 }
 
 #[test]
