@@ -38,6 +38,9 @@ pub use tls::{is_loopback_host, read_ca_file};
 pub enum JobScheduler {
     Slurm,
     SlurmNative,
+    /// Slurm through its own commands (`sbatch`, `squeue`, `scontrol`, `scancel`), here or
+    /// on `login-host`: an nsh extension.
+    SlurmCli,
     Pbs,
 }
 
@@ -47,6 +50,7 @@ impl JobScheduler {
         match self {
             JobScheduler::Slurm => "slurm",
             JobScheduler::SlurmNative => "slurm-native",
+            JobScheduler::SlurmCli => "slurm-cli",
             JobScheduler::Pbs => "pbs",
         }
     }
@@ -55,6 +59,7 @@ impl JobScheduler {
         match value {
             "slurm" => Some(JobScheduler::Slurm),
             "slurm-native" => Some(JobScheduler::SlurmNative),
+            "slurm-cli" => Some(JobScheduler::SlurmCli),
             "pbs" => Some(JobScheduler::Pbs),
             _ => None,
         }
@@ -165,7 +170,17 @@ pub struct Config {
     pub allowed_job_params: Option<Vec<String>>,
     /// `extra-allowed-job-params`: added to the above (or to the default).
     pub extra_allowed_job_params: Vec<String>,
+    /// `slurm-conf`: the `slurm.conf` libslurm reads (`slurm-native`); `None` = Slurm's own
+    /// lookup (`SLURM_CONF`, then its built-in path).
     pub slurm_conf: Option<PathBuf>,
+    /// `slurm-library`: the libslurm `slurm-native` loads; `None` = the dynamic linker's
+    /// search.
+    pub slurm_library: Option<PathBuf>,
+    /// `job-user`: the user jobs run as when the hook runs as root and submits from this
+    /// machine (`slurm-native`, `slurm-cli` and `pbs` without `login-host`).
+    pub job_user: Option<String>,
+    /// `allow-root-jobs`: a root hook with no `job-user` may submit jobs that run as root.
+    pub allow_root_jobs: bool,
     /// `pbs-host`: the PBS server; `None` = the server and port of `pbs.conf`.
     pub pbs_host: Option<String>,
     /// `pbs-port`: the PBS server's port, used only with `pbs-host`.
@@ -198,6 +213,8 @@ impl Default for Config {
             state_dir: None,
             login_host: None,
             scheduler_bin_dir: None,
+            job_user: None,
+            allow_root_jobs: false,
             slurm_api_host: "localhost".into(),
             slurm_api_port: 6820,
             slurm_api_scheme: ApiScheme::Http,
@@ -208,6 +225,7 @@ impl Default for Config {
             allowed_job_params: None,
             extra_allowed_job_params: Vec::new(),
             slurm_conf: None,
+            slurm_library: None,
             pbs_host: None,
             pbs_port: 15001,
             origins: BTreeMap::new(),

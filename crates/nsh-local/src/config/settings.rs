@@ -91,10 +91,11 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::new(
         "job-scheduler",
         "`slurm`",
-        "`slurm` (slurmrestd), `slurm-native` or `pbs` (its commands, see Schedulers). `slurm-native` is not implemented in this \
-         version, see below",
+        "`slurm` (slurmrestd), `slurm-native` (libslurm, loaded at run time), `slurm-cli` \
+         (Slurm's commands, an nsh extension) or `pbs` (its commands); see Schedulers",
         |c, v, _| {
-            c.job_scheduler = JobScheduler::parse(v).ok_or("one of slurm, slurm-native, pbs")?;
+            c.job_scheduler =
+                JobScheduler::parse(v).ok_or("one of slurm, slurm-native, slurm-cli, pbs")?;
             Ok(())
         },
     ),
@@ -222,10 +223,11 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::new(
         "login-host",
         "*(empty: this machine)*",
-        "nsh extension, for `pbs`: the host on which the scheduler's commands (`qsub`, \
-         `qstat`, `qdel`) run, over SSH: a host name or an ssh config alias, without `user@` \
-         (the user comes from ssh config). When empty, they run on this machine. Setting it \
-         with `job-scheduler = slurm` (which talks to slurmrestd) is an error",
+        "nsh extension, for `pbs` and `slurm-cli`: the host on which the scheduler's commands \
+         (`qsub`, `qstat`, `qdel`; `sbatch`, `squeue`, `scontrol`, `scancel`) run, over SSH: a \
+         host name or an ssh config alias, without `user@` (the user comes from ssh config, and \
+         the jobs run as that user). When empty, they run on this machine. Setting it with \
+         `slurm` (which talks to slurmrestd) or `slurm-native` (libslurm) is an error",
         |c, v, _| {
             c.login_host = values::login_host(v)?;
             Ok(())
@@ -234,14 +236,41 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::new(
         "scheduler-bin-dir",
         "*(empty: `PATH`)*",
-        "nsh extension, for `pbs`: absolute directory holding `qsub`, `qstat` and `qdel`, \
-         e.g. `/opt/pbs/bin`, on the login host if `login-host` is set. When empty, they are \
-         found on `PATH` (of this machine, or of the login host's ssh session)",
+        "nsh extension, for `pbs` and `slurm-cli`: absolute directory holding the scheduler's \
+         commands, e.g. `/opt/pbs/bin` or `/opt/slurm/bin`, on the login host if `login-host` \
+         is set. When empty, they are found on `PATH` (of this machine, or of the login host's \
+         ssh session)",
         |c, v, _| {
-            let expected = "an absolute directory holding qsub, qstat and qdel (on the \
+            let expected = "an absolute directory holding the scheduler's commands (on the \
                             login-host if one is set), e.g. /opt/pbs/bin, or nothing to find \
                             them on PATH";
             c.scheduler_bin_dir = values::optional_abs_path(v, expected)?;
+            Ok(())
+        },
+    ),
+    Setting::new(
+        "job-user",
+        "*(empty)*",
+        "nsh extension, for `slurm-native`, `slurm-cli` and `pbs` without `login-host`: the \
+         user whose jobs nsh submits when the hook runs as root (as it does under \
+         nix-daemon). `slurm-native` submits on that user's behalf (root may, in Slurm); the \
+         commands of `slurm-cli` and `pbs` run as that user. When the hook runs as root and \
+         this is empty, those backends refuse to submit (jobs would run as root) unless \
+         `allow-root-jobs = true`. A hook that does not run as root submits as itself, and \
+         `job-user`, if set, must name that user",
+        |c, v, _| {
+            c.job_user = values::user_name(v)?;
+            Ok(())
+        },
+    ),
+    Setting::new(
+        "allow-root-jobs",
+        "`false`",
+        "nsh extension: let a root hook with no `job-user` submit jobs that run as root \
+         (`slurm-native`, `slurm-cli`, `pbs` without `login-host`). Off by default, since a \
+         build job then runs as root on the cluster",
+        |c, v, _| {
+            c.allow_root_jobs = values::bool(v)?;
             Ok(())
         },
     ),
@@ -340,10 +369,25 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting::new(
         "slurm-conf",
         "*(empty)*",
-        "path to `slurm.conf`, for `slurm-native`. Parsed only",
+        "path to the `slurm.conf` libslurm reads, for `slurm-native`. When empty, Slurm finds \
+         its own (`SLURM_CONF`, then the path it was built with)",
         |c, v, _| {
             let expected = "an absolute path to slurm.conf";
             c.slurm_conf = to_path(values::optional_abs_path(v, expected)?);
+            Ok(())
+        },
+    ),
+    Setting::new(
+        "slurm-library",
+        "*(empty: the dynamic linker's search)*",
+        "nsh extension, for `slurm-native`: the libslurm to load, e.g. \
+         `/opt/slurm/lib/libslurm.so.42`. When empty, nsh asks the dynamic linker for \
+         `libslurm.so` of each Slurm release it supports (newest first), as `ldconfig -p` \
+         lists them",
+        |c, v, _| {
+            let expected = "an absolute path to libslurm.so (e.g. /usr/lib64/libslurm.so.42), \
+                            or nothing to let the dynamic linker find it";
+            c.slurm_library = to_path(values::optional_abs_path(v, expected)?);
             Ok(())
         },
     ),

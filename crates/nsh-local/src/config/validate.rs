@@ -46,19 +46,41 @@ impl Config {
         self.validate_pbs_server()
     }
 
-    /// `login-host` is for schedulers driven by commands; slurmrestd is reached over HTTP,
-    /// so a login host there would silently do nothing.
+    /// `login-host` is for schedulers driven by commands; slurmrestd is reached over HTTP
+    /// and libslurm talks to slurmctld itself, so a login host there would silently do
+    /// nothing. `job-user` is for submitting from this machine: through a login host the
+    /// ssh user decides.
     fn validate_scheduler_commands(&self) -> Result<(), ConfigError> {
-        if self.job_scheduler != JobScheduler::Slurm || self.login_host.is_none() {
+        let why = match self.job_scheduler {
+            JobScheduler::Slurm => {
+                "it talks to slurmrestd over HTTP (slurm-api-host) and runs no scheduler \
+                 commands; remove login-host, or set job-scheduler = slurm-cli"
+            }
+            JobScheduler::SlurmNative => {
+                "libslurm talks to slurmctld from this machine and runs no commands; remove \
+                 login-host, or set job-scheduler = slurm-cli to run Slurm's commands there"
+            }
+            JobScheduler::SlurmCli | JobScheduler::Pbs => {
+                if self.login_host.is_some() && self.job_user.is_some() {
+                    return Err(ConfigError::Conflict {
+                        at: self.at("job-user"),
+                        problem: "job-user is set together with login-host: the jobs run as \
+                                  the user nsh logs in as there (User in ssh config); remove \
+                                  job-user"
+                            .into(),
+                    });
+                }
+                return Ok(());
+            }
+        };
+        if self.login_host.is_none() {
             return Ok(());
         }
         Err(ConfigError::NotUsed {
             at: self.at("login-host"),
             key: "login-host".into(),
             scheduler: self.chosen_scheduler(),
-            why: "it talks to slurmrestd over HTTP (slurm-api-host) and runs no scheduler \
-                  commands; remove login-host, or set job-scheduler = pbs"
-                .into(),
+            why: why.into(),
         })
     }
 
@@ -145,10 +167,19 @@ pub(super) fn unused_settings(config: &Config) -> Vec<String> {
         "scheduler-bin-dir" => config.scheduler_bin_dir.is_some(),
         _ => false,
     };
+    // slurmrestd's own settings (slurm-extra-submission-params is the REST job object).
+    let rest = |name: &str| name.starts_with("slurm-api-") || name == "slurm-jwt-token";
     let unused = |name: &str| match config.job_scheduler {
         JobScheduler::Pbs => name.starts_with("slurm-"),
-        JobScheduler::SlurmNative => commands(name),
-        JobScheduler::Slurm => name == "scheduler-bin-dir" && commands(name),
+        JobScheduler::SlurmNative => commands(name) || rest(name),
+        JobScheduler::SlurmCli => rest(name) || name == "slurm-conf" || name == "slurm-library",
+        JobScheduler::Slurm => {
+            (name == "scheduler-bin-dir" && commands(name))
+                || name == "slurm-conf"
+                || name == "slurm-library"
+                || name == "job-user"
+                || name == "allow-root-jobs"
+        }
     };
     settings::SETTINGS
         .iter()

@@ -127,6 +127,27 @@ pub(super) fn state_dir(value: &str) -> Parsed<Option<String>> {
     optional_abs_path(value, expected)
 }
 
+/// Empty → `None`; otherwise a user name as `useradd` takes it: a letter or `_`, then
+/// letters, digits, `.`, `_` and `-`, at most 32 bytes (never a uid, which would bypass the
+/// passwd lookup that also gives the job's group).
+pub(super) fn user_name(value: &str) -> Parsed<Option<String>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let first_ok = value
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    let rest_ok = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if value.len() > 32 || !first_ok || !rest_ok {
+        return Err("a user name (letters, digits, '.', '_' and '-', starting with a letter or                     '_'), e.g. job-user = alice, or nothing"
+            .into());
+    }
+    Ok(Some(value.into()))
+}
+
 /// Empty → `None`; otherwise a host name or ssh config alias, checked as the scheduler's
 /// host names are before they reach `ssh` (so `-oProxyCommand=…` cannot pass).
 pub(super) fn login_host(value: &str) -> Parsed<Option<String>> {

@@ -71,6 +71,7 @@ impl Backend {
                 let commands = Commands::new(
                     config.login_host.as_deref(),
                     config.scheduler_bin_dir.as_deref(),
+                    super::job_user::job_user(config)?,
                 )?;
                 Ok(Backend::Pbs(pbs::Pbs::new(commands, pbs_server(config))))
             }
@@ -189,7 +190,7 @@ pub fn derivation_attribute(config: &Config) -> Option<(&'static str, &'static [
     match config.job_scheduler {
         JobScheduler::Slurm => Some(("extraSlurmParams", job_params::SLURM_REST_ALLOWED)),
         JobScheduler::Pbs => Some(("pbsResources", job_params::PBS_ALLOWED)),
-        JobScheduler::SlurmNative => None,
+        JobScheduler::SlurmNative | JobScheduler::SlurmCli => None,
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::job_user::JobUser;
 use crate::job_script::sh_quote;
 
 /// Longest a command may take: a scheduler that does not answer a `qstat` in this time is
@@ -94,6 +95,9 @@ pub trait RunCommand: Send + Sync {
 pub enum Commands {
     Local {
         bin_dir: Option<String>,
+        /// Run every command as this user (`job-user`, for a root hook), so the jobs it
+        /// submits are that user's.
+        run_as: Option<JobUser>,
     },
     Login {
         host: String,
@@ -105,10 +109,14 @@ pub enum Commands {
 }
 
 impl Commands {
-    pub fn new(login_host: Option<&str>, bin_dir: Option<&str>) -> Result<Commands> {
+    pub fn new(
+        login_host: Option<&str>,
+        bin_dir: Option<&str>,
+        run_as: Option<JobUser>,
+    ) -> Result<Commands> {
         let bin_dir = bin_dir.map(str::to_owned);
         Ok(match login_host {
-            None => Commands::Local { bin_dir },
+            None => Commands::Local { bin_dir, run_as },
             Some(host) => {
                 crate::scheduler::check_host_name(host)
                     .map_err(|why| anyhow::anyhow!("login-host {why}"))?;
@@ -128,7 +136,9 @@ impl RunCommand for Commands {
     async fn run(&self, inv: Invocation<'_>) -> Result<CommandOutput, CommandError> {
         check_invocation(&inv)?;
         match self {
-            Commands::Local { bin_dir } => run_local(bin_dir.as_deref(), &inv).await,
+            Commands::Local { bin_dir, run_as } => {
+                run_local(bin_dir.as_deref(), run_as.as_ref(), &inv).await
+            }
             Commands::Login {
                 host,
                 bin_dir,
@@ -143,7 +153,10 @@ impl RunCommand for Commands {
 
     fn describe(&self) -> String {
         match self {
-            Commands::Local { .. } => "on this machine".into(),
+            Commands::Local { run_as: None, .. } => "on this machine".into(),
+            Commands::Local {
+                run_as: Some(user), ..
+            } => format!("on this machine as {}", user.name),
             Commands::Login { host, .. } => format!("on login host {host}"),
         }
     }
@@ -183,10 +196,11 @@ fn program_path(bin_dir: Option<&str>, program: &str) -> String {
 
 async fn run_local(
     bin_dir: Option<&str>,
+    run_as: Option<&JobUser>,
     inv: &Invocation<'_>,
 ) -> Result<CommandOutput, CommandError> {
     if !inv.stdin_as_file {
-        return run_local_with(bin_dir, inv, None).await;
+        return run_local_with(bin_dir, run_as, inv, None).await;
     }
     let file = tempfile::Builder::new()
         .prefix("nsh-script-")
@@ -198,12 +212,20 @@ async fn run_local(
             Ok(f)
         })
         .map_err(|e| CommandError::Unreachable(format!("cannot write the job script: {e}")))?;
+    if let Some(user) = run_as {
+        // The command runs as the job user, who must read the (0600) file; the directory
+        // stays root's, so nobody else can.
+        std::os::unix::fs::fchown(file.as_file(), Some(user.uid), Some(user.gid)).map_err(|e| {
+            CommandError::Unreachable(format!("cannot hand the job script to {}: {e}", user.name))
+        })?;
+    }
     let path = file.path().to_string_lossy().into_owned();
-    run_local_with(bin_dir, inv, Some(&path)).await
+    run_local_with(bin_dir, run_as, inv, Some(&path)).await
 }
 
 async fn run_local_with(
     bin_dir: Option<&str>,
+    run_as: Option<&JobUser>,
     inv: &Invocation<'_>,
     file_arg: Option<&str>,
 ) -> Result<CommandOutput, CommandError> {
@@ -223,6 +245,15 @@ async fn run_local_with(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some(user) = run_as {
+        // std drops root's supplementary groups when it sets the uid.
+        cmd.uid(user.uid)
+            .gid(user.gid)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name)
+            .env("HOME", &user.home)
+            .current_dir("/");
+    }
     let mut child = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             CommandError::NotFound(format!(
@@ -435,7 +466,10 @@ mod tests {
 
     #[tokio::test]
     async fn stdin_as_file_passes_a_path_and_removes_it() {
-        let c = Commands::Local { bin_dir: None };
+        let c = Commands::Local {
+            bin_dir: None,
+            run_as: None,
+        };
         let args = vec![
             "-c".to_owned(),
             "cat \"$1\"; echo \"$1\" >&2".to_owned(),
@@ -472,7 +506,10 @@ mod tests {
 
     #[tokio::test]
     async fn local_commands_run_and_report() {
-        let c = Commands::Local { bin_dir: None };
+        let c = Commands::Local {
+            bin_dir: None,
+            run_as: None,
+        };
         let args = vec!["-c".to_owned(), "cat; echo err >&2; exit 3".to_owned()];
         let out = c
             .run(Invocation {
@@ -489,6 +526,7 @@ mod tests {
         assert_eq!(out.stderr_line(), "err");
         let missing = Commands::Local {
             bin_dir: Some("/nonexistent".into()),
+            run_as: None,
         };
         let err = missing.run(inv(&[], &[])).await.unwrap_err();
         assert!(matches!(err, CommandError::NotFound(_)), "{err}");

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod commands;
 pub mod job_params;
+pub mod job_user;
 pub mod pbs;
 pub mod slurm_rest;
 

@@ -68,7 +68,7 @@ fn login_host_with_slurm_rest_is_an_error() {
         e,
         "nsh.conf: /etc/nix/nsh.conf: login-host is set but job-scheduler = slurm (the default) \
          does not use it: it talks to slurmrestd over HTTP (slurm-api-host) and runs no \
-         scheduler commands; remove login-host, or set job-scheduler = pbs"
+         scheduler commands; remove login-host, or set job-scheduler = slurm-cli"
     );
     ok("job-scheduler = pbs\nstate-dir = /s\nlogin-host = login1")
         .validate()
@@ -100,7 +100,9 @@ fn scheduler_bin_dir() {
     assert_eq!(ok("scheduler-bin-dir =").scheduler_bin_dir, None);
     let e = err("scheduler-bin-dir = opt/pbs/bin");
     assert!(
-        e.contains("'scheduler-bin-dir': expected an absolute directory holding qsub"),
+        e.contains(
+            "'scheduler-bin-dir': expected an absolute directory holding the scheduler's commands"
+        ),
         "{e}"
     );
 }

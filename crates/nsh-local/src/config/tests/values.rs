@@ -87,7 +87,7 @@ fn bad_port() {
 fn bad_scheduler() {
     assert_eq!(
         err("job-scheduler = SLURM"),
-        "nsh.conf: /etc/nix/nsh.conf:1: bad value 'SLURM' for 'job-scheduler': expected one of slurm, slurm-native, pbs"
+        "nsh.conf: /etc/nix/nsh.conf:1: bad value 'SLURM' for 'job-scheduler': expected one of slurm, slurm-native, slurm-cli, pbs"
     );
     assert_eq!(ok("job-scheduler = pbs").job_scheduler, JobScheduler::Pbs);
 }

@@ -45,6 +45,7 @@ fn setup() -> (Pbs<Commands>, Server) {
         .expect("NSH_TEST_OPENPBS_QUEUED is name=value");
     let commands = Commands::Local {
         bin_dir: Some(bin_dir),
+        run_as: None,
     };
     let pbs = Pbs::new(commands, var("NSH_TEST_OPENPBS_SERVER"));
     let server = Server {

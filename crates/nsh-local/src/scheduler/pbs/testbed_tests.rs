@@ -108,10 +108,12 @@ fn commands(shims: &tempfile::TempDir) -> Commands {
             write_shims(shims.path(), &exec, &bin_dir);
             Commands::Local {
                 bin_dir: Some(shims.path().to_string_lossy().into_owned()),
+                run_as: None,
             }
         }
         None => Commands::Local {
             bin_dir: Some(bin_dir),
+            run_as: None,
         },
     }
 }
