@@ -23,14 +23,16 @@ pbs_require_layout() {
 
 # pbs_env local|login|login-dir-only: sets BUILD_ENV (see nsh_build) to the PBS backend with
 # the commands on submit, on the login host, or (a negative control) the login host's
-# directory without a login host. NSH_CONFIG overrides the testbed's nsh.conf (REST).
+# directory without a login host. NSH_CONFIG overrides the testbed's nsh.conf (REST). The
+# hook runs as root here, and the jobs run as root as with the REST backend's root token:
+# allow-root-jobs says so (job-user is the slurm-native and slurm-cli tests' business).
 pbs_env() {
   local conf
   conf=$(printf 'job-scheduler = pbs\nstate-dir = %s\n' "$NSH_TB_STATE_DIR")
   case $1 in
-    local) conf+=$(printf '\nscheduler-bin-dir = %s' "$TORQUE_BIN") ;;
+    local) conf+=$(printf '\nscheduler-bin-dir = %s\nallow-root-jobs = true' "$TORQUE_BIN") ;;
     login) conf+=$(printf '\nlogin-host = %s\nscheduler-bin-dir = %s' "$LOGIN_HOST" "$TORQUE_LOGIN_BIN") ;;
-    login-dir-only) conf+=$(printf '\nscheduler-bin-dir = %s' "$TORQUE_LOGIN_BIN") ;;
+    login-dir-only) conf+=$(printf '\nscheduler-bin-dir = %s\nallow-root-jobs = true' "$TORQUE_LOGIN_BIN") ;;
     *) fail "pbs_env: unknown mode '$1'" ;;
   esac
   BUILD_ENV=(NSH_CONFIG="$conf")
