@@ -8,12 +8,14 @@ use nsh_wire::derivation::Derivation;
 
 use super::commands::Commands;
 use super::{
-    ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler, job_params, pbs, slurm_rest,
+    ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler, job_params, job_user, pbs,
+    slurm_native, slurm_rest,
 };
 use crate::config::{Config, JobScheduler};
 
 pub enum Backend {
     SlurmRest(slurm_rest::SlurmRest),
+    SlurmNative(slurm_native::SlurmNative),
     Pbs(pbs::Pbs<Commands>),
 }
 
@@ -71,13 +73,21 @@ impl Backend {
                 let commands = Commands::new(
                     config.login_host.as_deref(),
                     config.scheduler_bin_dir.as_deref(),
-                    super::job_user::job_user(config)?,
+                    job_user::job_user(config)?,
                 )?;
                 Ok(Backend::Pbs(pbs::Pbs::new(commands, pbs_server(config))))
             }
+            JobScheduler::SlurmNative => Ok(Backend::SlurmNative(
+                slurm_native::SlurmNative::open(
+                    config.slurm_library.clone(),
+                    config.slurm_conf.clone(),
+                    job_user::job_user(config)?,
+                )
+                .await?,
+            )),
             other => anyhow::bail!(
                 "job-scheduler = {other} is not available in this build of nsh; use \
-                 job-scheduler = slurm or pbs"
+                 job-scheduler = slurm, slurm-native or pbs"
             ),
         }
     }
@@ -99,6 +109,28 @@ impl Backend {
                         config.slurm_api_host
                     )));
                 }
+                Ok(lines)
+            }
+            Backend::SlurmNative(s) => {
+                let mut lines = vec![CheckLine::Ok(format!("{} loaded", s.library()))];
+                s.ping().await?;
+                lines.push(CheckLine::Ok(format!(
+                    "slurmctld answers libslurm and accepts this machine's credentials{}",
+                    match &config.slurm_conf {
+                        Some(conf) => format!(" (slurm-conf {})", conf.display()),
+                        None => " (Slurm's own slurm.conf)".into(),
+                    }
+                )));
+                lines.push(CheckLine::Ok(match job_user::job_user(config)? {
+                    Some(user) => format!(
+                        "jobs are submitted for job-user {} (uid {})",
+                        user.name, user.uid
+                    ),
+                    None => format!(
+                        "jobs run as this process's user (uid {})",
+                        rustix::process::geteuid().as_raw()
+                    ),
+                }));
                 Ok(lines)
             }
             Backend::Pbs(p) => {
@@ -134,6 +166,7 @@ impl Scheduler for Backend {
     async fn submit(&self, job: &JobSpec) -> Result<JobId> {
         match self {
             Backend::SlurmRest(s) => s.submit(job).await,
+            Backend::SlurmNative(s) => s.submit(job).await,
             Backend::Pbs(p) => p.submit(job).await,
         }
     }
@@ -141,6 +174,7 @@ impl Scheduler for Backend {
     async fn status(&self, id: &JobId) -> Result<JobStatus> {
         match self {
             Backend::SlurmRest(s) => s.status(id).await,
+            Backend::SlurmNative(s) => s.status(id).await,
             Backend::Pbs(p) => p.status(id).await,
         }
     }
@@ -148,6 +182,7 @@ impl Scheduler for Backend {
     async fn cancel(&self, id: &JobId) -> Result<()> {
         match self {
             Backend::SlurmRest(s) => s.cancel(id).await,
+            Backend::SlurmNative(s) => s.cancel(id).await,
             Backend::Pbs(p) => p.cancel(id).await,
         }
     }
@@ -155,6 +190,7 @@ impl Scheduler for Backend {
     fn describe(&self) -> String {
         match self {
             Backend::SlurmRest(s) => s.describe(),
+            Backend::SlurmNative(s) => s.describe(),
             Backend::Pbs(p) => p.describe(),
         }
     }
@@ -162,6 +198,7 @@ impl Scheduler for Backend {
     fn name(&self) -> &'static str {
         match self {
             Backend::SlurmRest(s) => s.name(),
+            Backend::SlurmNative(s) => s.name(),
             Backend::Pbs(p) => p.name(),
         }
     }
@@ -169,6 +206,7 @@ impl Scheduler for Backend {
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {
         match self {
             Backend::SlurmRest(s) => s.error_kind(e),
+            Backend::SlurmNative(s) => s.error_kind(e),
             Backend::Pbs(p) => p.error_kind(e),
         }
     }
@@ -181,6 +219,7 @@ pub fn derivation_params(config: &Config, drv: &Derivation) -> Result<JobParams>
     match config.job_scheduler {
         JobScheduler::Slurm => slurm_rest_params(config, drv),
         JobScheduler::Pbs => pbs::derivation_params(config, drv),
+        JobScheduler::SlurmNative => slurm_native::constraints::derivation_params(config, drv),
         other => Ok(JobParams::none_for(other)),
     }
 }
@@ -190,7 +229,11 @@ pub fn derivation_attribute(config: &Config) -> Option<(&'static str, &'static [
     match config.job_scheduler {
         JobScheduler::Slurm => Some(("extraSlurmParams", job_params::SLURM_REST_ALLOWED)),
         JobScheduler::Pbs => Some(("pbsResources", job_params::PBS_ALLOWED)),
-        JobScheduler::SlurmNative | JobScheduler::SlurmCli => None,
+        JobScheduler::SlurmNative => Some((
+            slurm_native::constraints::ATTR,
+            slurm_native::constraints::KEYS,
+        )),
+        JobScheduler::SlurmCli => None,
     }
 }
 

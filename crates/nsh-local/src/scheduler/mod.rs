@@ -6,7 +6,9 @@ pub mod commands;
 pub mod job_params;
 pub mod job_user;
 pub mod pbs;
+pub mod slurm_native;
 pub mod slurm_rest;
+pub mod slurm_state;
 
 use std::fmt;
 
@@ -39,6 +41,8 @@ pub enum JobParams {
     SlurmRest(serde_json::Map<String, serde_json::Value>),
     /// PBS resources, each passed as `-l name=value`, in order; names and values checked.
     Pbs(Vec<(String, String)>),
+    /// `slurmNativeConstraints`, checked.
+    SlurmNative(slurm_native::Constraints),
 }
 
 impl JobParams {
@@ -46,6 +50,9 @@ impl JobParams {
     pub fn none_for(scheduler: crate::config::JobScheduler) -> JobParams {
         match scheduler {
             crate::config::JobScheduler::Pbs => JobParams::Pbs(Vec::new()),
+            crate::config::JobScheduler::SlurmNative => {
+                JobParams::SlurmNative(slurm_native::Constraints::default())
+            }
             _ => JobParams::SlurmRest(serde_json::Map::new()),
         }
     }
