@@ -197,3 +197,61 @@ fn api_version_is_checked_as_the_rest_client_reads_it() {
         assert!(e.contains("from v0.0.38 to v0.0.45"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn job_user_and_root_jobs() {
+    assert_eq!(ok("").job_user, None);
+    assert!(!ok("").allow_root_jobs);
+    let c = ok("job-user = alice\nallow-root-jobs = yes");
+    assert_eq!(c.job_user.as_deref(), Some("alice"));
+    assert!(c.allow_root_jobs);
+    assert_eq!(
+        ok("job-user = _svc.nsh-1").job_user.as_deref(),
+        Some("_svc.nsh-1")
+    );
+    for bad in [
+        "1000",
+        "-oalice",
+        "al ice",
+        "alice;id",
+        "a/b",
+        &"a".repeat(33),
+    ] {
+        let e = err(&format!("job-user = {bad}"));
+        assert!(
+            e.contains("for 'job-user': expected a user name"),
+            "{bad}: {e}"
+        );
+    }
+    // Through a login host the ssh user decides: job-user there is a contradiction.
+    let e = ok("job-scheduler = slurm-cli\nstate-dir = /s\nlogin-host = l1\njob-user = alice")
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("job-user is set together with login-host"),
+        "{e}"
+    );
+    ok("job-scheduler = slurm-cli\nstate-dir = /s\njob-user = alice")
+        .validate()
+        .unwrap();
+    // libslurm runs no commands: a login host would do nothing.
+    let e = ok("job-scheduler = slurm-native\nstate-dir = /s\nlogin-host = l1")
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("libslurm talks to slurmctld from this machine"),
+        "{e}"
+    );
+    // The REST backend's jobs are the token's user's: job-user there is only a warning.
+    let c = ok(&format!("{}job-user = alice\n", slurm_ok()));
+    c.validate().unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("job-user is set but job-scheduler = slurm")),
+        "{:?}",
+        c.warnings
+    );
+}
