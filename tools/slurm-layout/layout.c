@@ -37,6 +37,13 @@
 #error "unknown architecture: add it to layout.c and to the Rust side's check"
 #endif
 
+/* How many reasons slurm_job_state_reason_string knows; 22.05 has no REASON_END. */
+#ifdef NSH_HAVE_REASON_END
+#define REASON_COUNT REASON_END
+#else
+#define REASON_COUNT (WAIT_RESV_DELETED + 1)
+#endif
+
 /* Every listed state must exist: a new one would make state_words() guess. */
 #define COUNT_STATE(n, w) +1
 _Static_assert((0 NSH_STATES(COUNT_STATE)) == JOB_END,
@@ -154,6 +161,7 @@ static int print_calls(void)
 
 static void print_constants(void)
 {
+	printf("    reason_count: %u,\n", (unsigned)REASON_COUNT);
 	printf("    job_state_base: %#x,\n", (unsigned)JOB_STATE_BASE);
 	printf("    job_states: &[\n");
 	NSH_STATES(PRINT_STATE)

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod job_params;
 pub mod job_user;
 pub mod pbs;
+pub mod slurm_native;
 pub mod slurm_rest;
 
 use std::fmt;

@@ -11,37 +11,112 @@ pub const LAYOUT: Layout = Layout {
     job_desc: JobDescLayout {
         size: 952,
         align: 8,
-        name: Field { offset: 448, size: 8 },
-        script: Field { offset: 592, size: 8 },
-        environment: Field { offset: 248, size: 8 },
-        env_size: Field { offset: 292, size: 4 },
-        work_dir: Field { offset: 776, size: 8 },
-        std_out: Field { offset: 888, size: 8 },
-        std_err: Field { offset: 872, size: 8 },
-        cpus_per_task: Field { offset: 784, size: 2 },
-        pn_min_memory: Field { offset: 832, size: 8 },
-        user_id: Field { offset: 760, size: 4 },
-        group_id: Field { offset: 336, size: 4 },
-        exc_nodes: Field { offset: 296, size: 8 },
-        requeue: Field { offset: 568, size: 2 },
+        name: Field {
+            offset: 448,
+            size: 8,
+        },
+        script: Field {
+            offset: 592,
+            size: 8,
+        },
+        environment: Field {
+            offset: 248,
+            size: 8,
+        },
+        env_size: Field {
+            offset: 292,
+            size: 4,
+        },
+        work_dir: Field {
+            offset: 776,
+            size: 8,
+        },
+        std_out: Field {
+            offset: 888,
+            size: 8,
+        },
+        std_err: Field {
+            offset: 872,
+            size: 8,
+        },
+        cpus_per_task: Field {
+            offset: 784,
+            size: 2,
+        },
+        pn_min_memory: Field {
+            offset: 832,
+            size: 8,
+        },
+        user_id: Field {
+            offset: 760,
+            size: 4,
+        },
+        group_id: Field {
+            offset: 336,
+            size: 4,
+        },
+        exc_nodes: Field {
+            offset: 296,
+            size: 8,
+        },
+        requeue: Field {
+            offset: 568,
+            size: 2,
+        },
     },
     job_info: JobInfoLayout {
         size: 1032,
-        job_id: Field { offset: 784, size: 4 },
-        job_state: Field { offset: 440, size: 4 },
-        exit_code: Field { offset: 308, size: 4 },
-        batch_host: Field { offset: 96, size: 8 },
-        nodes: Field { offset: 536, size: 8 },
-        state_reason: Field { offset: 832, size: 4 },
-        state_desc: Field { offset: 824, size: 8 },
-        user_id: Field { offset: 984, size: 4 },
-        num_cpus: Field { offset: 572, size: 4 },
-        pn_min_memory: Field { offset: 608, size: 8 },
+        job_id: Field {
+            offset: 784,
+            size: 4,
+        },
+        job_state: Field {
+            offset: 440,
+            size: 4,
+        },
+        exit_code: Field {
+            offset: 308,
+            size: 4,
+        },
+        batch_host: Field {
+            offset: 96,
+            size: 8,
+        },
+        nodes: Field {
+            offset: 536,
+            size: 8,
+        },
+        state_reason: Field {
+            offset: 832,
+            size: 4,
+        },
+        state_desc: Field {
+            offset: 824,
+            size: 8,
+        },
+        user_id: Field {
+            offset: 984,
+            size: 4,
+        },
+        num_cpus: Field {
+            offset: 572,
+            size: 4,
+        },
+        pn_min_memory: Field {
+            offset: 608,
+            size: 8,
+        },
     },
     job_info_msg: JobInfoMsgLayout {
         size: 32,
-        record_count: Field { offset: 16, size: 4 },
-        job_array: Field { offset: 24, size: 8 },
+        record_count: Field {
+            offset: 16,
+            size: 4,
+        },
+        job_array: Field {
+            offset: 24,
+            size: 8,
+        },
     },
     submit_response: SubmitResponseLayout {
         size: 40,
@@ -51,90 +126,307 @@ pub const LAYOUT: Layout = Layout {
         size: 24,
         align: 8,
         job_id: Field { offset: 8, size: 4 },
-        init: &[0, 0, 0, 0, 0, 0, 0, 0, 254, 255, 255, 255, 254, 255, 255, 255, 254, 255, 255, 255, 0, 0, 0, 0],
+        init: &[
+            0, 0, 0, 0, 0, 0, 0, 0, 254, 255, 255, 255, 254, 255, 255, 255, 254, 255, 255, 255, 0,
+            0, 0, 0,
+        ],
     },
     load_job_takes: JobIdArg::StepIdByValue,
     kill_job_takes: JobIdArg::StepIdByValue,
+    reason_count: 221,
     job_state_base: 0xff,
     job_states: &[
-        State { name: "PENDING", value: 0 },
-        State { name: "RUNNING", value: 0x1 },
-        State { name: "SUSPENDED", value: 0x2 },
-        State { name: "COMPLETED", value: 0x3 },
-        State { name: "CANCELLED", value: 0x4 },
-        State { name: "FAILED", value: 0x5 },
-        State { name: "TIMEOUT", value: 0x6 },
-        State { name: "NODE_FAIL", value: 0x7 },
-        State { name: "PREEMPTED", value: 0x8 },
-        State { name: "BOOT_FAIL", value: 0x9 },
-        State { name: "DEADLINE", value: 0xa },
-        State { name: "OUT_OF_MEMORY", value: 0xb },
+        State {
+            name: "PENDING",
+            value: 0,
+        },
+        State {
+            name: "RUNNING",
+            value: 0x1,
+        },
+        State {
+            name: "SUSPENDED",
+            value: 0x2,
+        },
+        State {
+            name: "COMPLETED",
+            value: 0x3,
+        },
+        State {
+            name: "CANCELLED",
+            value: 0x4,
+        },
+        State {
+            name: "FAILED",
+            value: 0x5,
+        },
+        State {
+            name: "TIMEOUT",
+            value: 0x6,
+        },
+        State {
+            name: "NODE_FAIL",
+            value: 0x7,
+        },
+        State {
+            name: "PREEMPTED",
+            value: 0x8,
+        },
+        State {
+            name: "BOOT_FAIL",
+            value: 0x9,
+        },
+        State {
+            name: "DEADLINE",
+            value: 0xa,
+        },
+        State {
+            name: "OUT_OF_MEMORY",
+            value: 0xb,
+        },
     ],
     state_flags: &[
-        State { name: "LAUNCH_FAILED", value: 0x100 },
-        State { name: "GETENV_FAILED", value: 0x200 },
-        State { name: "REQUEUED", value: 0x400 },
-        State { name: "REQUEUE_HOLD", value: 0x800 },
-        State { name: "SPECIAL_EXIT", value: 0x1000 },
-        State { name: "RESIZING", value: 0x2000 },
-        State { name: "CONFIGURING", value: 0x4000 },
-        State { name: "COMPLETING", value: 0x8000 },
-        State { name: "STOPPED", value: 0x10000 },
-        State { name: "RECONFIG_FAIL", value: 0x20000 },
-        State { name: "POWER_UP_NODE", value: 0x40000 },
-        State { name: "REVOKED", value: 0x80000 },
-        State { name: "REQUEUE_FED", value: 0x100000 },
-        State { name: "RESV_DEL_HOLD", value: 0x200000 },
-        State { name: "SIGNALING", value: 0x400000 },
-        State { name: "STAGE_OUT", value: 0x800000 },
-        State { name: "EXPEDITING", value: 0x1000000 },
+        State {
+            name: "LAUNCH_FAILED",
+            value: 0x100,
+        },
+        State {
+            name: "GETENV_FAILED",
+            value: 0x200,
+        },
+        State {
+            name: "REQUEUED",
+            value: 0x400,
+        },
+        State {
+            name: "REQUEUE_HOLD",
+            value: 0x800,
+        },
+        State {
+            name: "SPECIAL_EXIT",
+            value: 0x1000,
+        },
+        State {
+            name: "RESIZING",
+            value: 0x2000,
+        },
+        State {
+            name: "CONFIGURING",
+            value: 0x4000,
+        },
+        State {
+            name: "COMPLETING",
+            value: 0x8000,
+        },
+        State {
+            name: "STOPPED",
+            value: 0x10000,
+        },
+        State {
+            name: "RECONFIG_FAIL",
+            value: 0x20000,
+        },
+        State {
+            name: "POWER_UP_NODE",
+            value: 0x40000,
+        },
+        State {
+            name: "REVOKED",
+            value: 0x80000,
+        },
+        State {
+            name: "REQUEUE_FED",
+            value: 0x100000,
+        },
+        State {
+            name: "RESV_DEL_HOLD",
+            value: 0x200000,
+        },
+        State {
+            name: "SIGNALING",
+            value: 0x400000,
+        },
+        State {
+            name: "STAGE_OUT",
+            value: 0x800000,
+        },
+        State {
+            name: "EXPEDITING",
+            value: 0x1000000,
+        },
     ],
     mem_per_cpu: 0x8000000000000000,
     no_val: 0xfffffffe,
     no_val16: 0xfffe,
     no_val64: 0xfffffffffffffffe,
     errors: &[
-        ErrorCode { name: "SLURM_UNEXPECTED_MSG_ERROR", code: 1000 },
-        ErrorCode { name: "SLURM_COMMUNICATIONS_CONNECTION_ERROR", code: 1001 },
-        ErrorCode { name: "SLURM_COMMUNICATIONS_SEND_ERROR", code: 1002 },
-        ErrorCode { name: "SLURM_COMMUNICATIONS_RECEIVE_ERROR", code: 1003 },
-        ErrorCode { name: "SLURM_COMMUNICATIONS_SHUTDOWN_ERROR", code: 1004 },
-        ErrorCode { name: "SLURM_COMMUNICATIONS_CONNECT_TIMEOUT", code: 1021 },
-        ErrorCode { name: "SLURM_COMMUNICATIONS_READ_TIMEOUT", code: 1023 },
-        ErrorCode { name: "SLURM_COMMUNICATIONS_WRITE_TIMEOUT", code: 1022 },
-        ErrorCode { name: "SLURM_PROTOCOL_VERSION_ERROR", code: 1005 },
-        ErrorCode { name: "SLURM_PROTOCOL_AUTHENTICATION_ERROR", code: 1007 },
-        ErrorCode { name: "SLURM_PROTOCOL_SOCKET_IMPL_TIMEOUT", code: 5004 },
-        ErrorCode { name: "SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR", code: 1800 },
-        ErrorCode { name: "SLURMCTLD_COMMUNICATIONS_SEND_ERROR", code: 1801 },
-        ErrorCode { name: "SLURMCTLD_COMMUNICATIONS_RECEIVE_ERROR", code: 1802 },
-        ErrorCode { name: "SLURMCTLD_COMMUNICATIONS_SHUTDOWN_ERROR", code: 1803 },
-        ErrorCode { name: "SLURMCTLD_COMMUNICATIONS_BACKOFF", code: 1804 },
-        ErrorCode { name: "SLURMCTLD_COMMUNICATIONS_HARD_DROP", code: 1805 },
-        ErrorCode { name: "ESLURM_INVALID_PARTITION_NAME", code: 2000 },
-        ErrorCode { name: "ESLURM_ACCESS_DENIED", code: 2002 },
-        ErrorCode { name: "ESLURM_TOO_MANY_REQUESTED_CPUS", code: 2005 },
-        ErrorCode { name: "ESLURM_JOB_SCRIPT_MISSING", code: 2009 },
-        ErrorCode { name: "ESLURM_USER_ID_MISSING", code: 2010 },
-        ErrorCode { name: "ESLURM_PATHNAME_TOO_LONG", code: 2012 },
-        ErrorCode { name: "ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE", code: 2014 },
-        ErrorCode { name: "ESLURM_REQUESTED_PART_CONFIG_UNAVAILABLE", code: 2015 },
-        ErrorCode { name: "ESLURM_NODES_BUSY", code: 2016 },
-        ErrorCode { name: "ESLURM_INVALID_JOB_ID", code: 2017 },
-        ErrorCode { name: "ESLURM_INVALID_NODE_NAME", code: 2018 },
-        ErrorCode { name: "ESLURM_TRANSITION_STATE_NO_UPDATE", code: 2020 },
-        ErrorCode { name: "ESLURM_ALREADY_DONE", code: 2021 },
-        ErrorCode { name: "ESLURM_JOB_PENDING", code: 2024 },
-        ErrorCode { name: "ESLURM_DISABLED", code: 2037 },
-        ErrorCode { name: "ESLURM_JOB_HELD", code: 2042 },
-        ErrorCode { name: "ESLURM_INVALID_ACCOUNT", code: 2045 },
-        ErrorCode { name: "ESLURM_ACCOUNTING_POLICY", code: 2050 },
-        ErrorCode { name: "ESLURM_INVALID_TIME_LIMIT", code: 2051 },
-        ErrorCode { name: "ESLURM_INVALID_QOS", code: 2066 },
-        ErrorCode { name: "ESLURM_QOS_THRES", code: 2074 },
-        ErrorCode { name: "ESLURM_JOB_NOT_PENDING", code: 2073 },
-        ErrorCode { name: "ESLURM_JOB_FINISHED", code: 2084 },
-        ErrorCode { name: "ESLURM_ENVIRONMENT_MISSING", code: 2127 },
-        ErrorCode { name: "ESLURM_USER_ID_UNKNOWN", code: 2166 },
+        ErrorCode {
+            name: "SLURM_UNEXPECTED_MSG_ERROR",
+            code: 1000,
+        },
+        ErrorCode {
+            name: "SLURM_COMMUNICATIONS_CONNECTION_ERROR",
+            code: 1001,
+        },
+        ErrorCode {
+            name: "SLURM_COMMUNICATIONS_SEND_ERROR",
+            code: 1002,
+        },
+        ErrorCode {
+            name: "SLURM_COMMUNICATIONS_RECEIVE_ERROR",
+            code: 1003,
+        },
+        ErrorCode {
+            name: "SLURM_COMMUNICATIONS_SHUTDOWN_ERROR",
+            code: 1004,
+        },
+        ErrorCode {
+            name: "SLURM_COMMUNICATIONS_CONNECT_TIMEOUT",
+            code: 1021,
+        },
+        ErrorCode {
+            name: "SLURM_COMMUNICATIONS_READ_TIMEOUT",
+            code: 1023,
+        },
+        ErrorCode {
+            name: "SLURM_COMMUNICATIONS_WRITE_TIMEOUT",
+            code: 1022,
+        },
+        ErrorCode {
+            name: "SLURM_PROTOCOL_VERSION_ERROR",
+            code: 1005,
+        },
+        ErrorCode {
+            name: "SLURM_PROTOCOL_AUTHENTICATION_ERROR",
+            code: 1007,
+        },
+        ErrorCode {
+            name: "SLURM_PROTOCOL_SOCKET_IMPL_TIMEOUT",
+            code: 5004,
+        },
+        ErrorCode {
+            name: "SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR",
+            code: 1800,
+        },
+        ErrorCode {
+            name: "SLURMCTLD_COMMUNICATIONS_SEND_ERROR",
+            code: 1801,
+        },
+        ErrorCode {
+            name: "SLURMCTLD_COMMUNICATIONS_RECEIVE_ERROR",
+            code: 1802,
+        },
+        ErrorCode {
+            name: "SLURMCTLD_COMMUNICATIONS_SHUTDOWN_ERROR",
+            code: 1803,
+        },
+        ErrorCode {
+            name: "SLURMCTLD_COMMUNICATIONS_BACKOFF",
+            code: 1804,
+        },
+        ErrorCode {
+            name: "SLURMCTLD_COMMUNICATIONS_HARD_DROP",
+            code: 1805,
+        },
+        ErrorCode {
+            name: "ESLURM_INVALID_PARTITION_NAME",
+            code: 2000,
+        },
+        ErrorCode {
+            name: "ESLURM_ACCESS_DENIED",
+            code: 2002,
+        },
+        ErrorCode {
+            name: "ESLURM_TOO_MANY_REQUESTED_CPUS",
+            code: 2005,
+        },
+        ErrorCode {
+            name: "ESLURM_JOB_SCRIPT_MISSING",
+            code: 2009,
+        },
+        ErrorCode {
+            name: "ESLURM_USER_ID_MISSING",
+            code: 2010,
+        },
+        ErrorCode {
+            name: "ESLURM_PATHNAME_TOO_LONG",
+            code: 2012,
+        },
+        ErrorCode {
+            name: "ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE",
+            code: 2014,
+        },
+        ErrorCode {
+            name: "ESLURM_REQUESTED_PART_CONFIG_UNAVAILABLE",
+            code: 2015,
+        },
+        ErrorCode {
+            name: "ESLURM_NODES_BUSY",
+            code: 2016,
+        },
+        ErrorCode {
+            name: "ESLURM_INVALID_JOB_ID",
+            code: 2017,
+        },
+        ErrorCode {
+            name: "ESLURM_INVALID_NODE_NAME",
+            code: 2018,
+        },
+        ErrorCode {
+            name: "ESLURM_TRANSITION_STATE_NO_UPDATE",
+            code: 2020,
+        },
+        ErrorCode {
+            name: "ESLURM_ALREADY_DONE",
+            code: 2021,
+        },
+        ErrorCode {
+            name: "ESLURM_JOB_PENDING",
+            code: 2024,
+        },
+        ErrorCode {
+            name: "ESLURM_DISABLED",
+            code: 2037,
+        },
+        ErrorCode {
+            name: "ESLURM_JOB_HELD",
+            code: 2042,
+        },
+        ErrorCode {
+            name: "ESLURM_INVALID_ACCOUNT",
+            code: 2045,
+        },
+        ErrorCode {
+            name: "ESLURM_ACCOUNTING_POLICY",
+            code: 2050,
+        },
+        ErrorCode {
+            name: "ESLURM_INVALID_TIME_LIMIT",
+            code: 2051,
+        },
+        ErrorCode {
+            name: "ESLURM_INVALID_QOS",
+            code: 2066,
+        },
+        ErrorCode {
+            name: "ESLURM_QOS_THRES",
+            code: 2074,
+        },
+        ErrorCode {
+            name: "ESLURM_JOB_NOT_PENDING",
+            code: 2073,
+        },
+        ErrorCode {
+            name: "ESLURM_JOB_FINISHED",
+            code: 2084,
+        },
+        ErrorCode {
+            name: "ESLURM_ENVIRONMENT_MISSING",
+            code: 2127,
+        },
+        ErrorCode {
+            name: "ESLURM_USER_ID_UNKNOWN",
+            code: 2166,
+        },
     ],
 };
