@@ -72,6 +72,14 @@ fn scontrol_release() -> String {
     version.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
 }
 
+struct CancelOnDrop<'a>(&'a Libslurm, u32);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill_job(self.1, libc::SIGKILL as u16);
+    }
+}
+
 #[test]
 #[ignore = "needs the testbed: scripts/slurm-native-ffi-test"]
 fn against_the_testbed() {
@@ -83,12 +91,17 @@ fn against_the_testbed() {
     let short = lib
         .submit(&job("#!/bin/sh\nsleep 2\n"))
         .expect("submit sleep 2");
-    let failing = lib
-        .submit(&job("#!/bin/sh\nexit 3\n"))
-        .expect("submit exit 3");
+    // The other fields: node exclusion, memory per CPU.
+    let mut other = job("#!/bin/sh\nexit 3\n");
+    other.exclude_nodes = Some("node1".into());
+    other.min_memory_mb = Some(50);
+    other.memory_per_cpu = true;
+    let failing = lib.submit(&other).expect("submit exit 3");
     let long = lib
         .submit(&job("#!/bin/sh\nsleep 300\n"))
         .expect("submit sleep 300");
+    // Cancelled even when an assertion fails first, so no sleep 300 holds a node.
+    let _cancel = CancelOnDrop(&lib, long);
     assert!(short != failing && failing != long);
 
     let info = wait_ended(&lib, short, Duration::from_secs(90));
@@ -109,6 +122,20 @@ fn against_the_testbed() {
     assert_eq!(state_words(&lib, info.job_state), ["FAILED"], "{info:?}");
     // A raw wait status: exit 3 is 3 << 8.
     assert_eq!(info.exit_code, 3 << 8, "{info:?}");
+    assert_eq!(info.nodes.as_deref(), Some("node2"), "{info:?}");
+    assert_eq!(
+        info.pn_min_memory,
+        50 | lib.layout().mem_per_cpu,
+        "{info:?}"
+    );
+
+    // An error comes back with Slurm's number and text: no node has 1000 CPUs.
+    let mut huge = job("#!/bin/sh\ntrue\n");
+    huge.cpus_per_task = Some(1000);
+    let e = lib.submit(&huge).expect_err("submit of 1000 CPUs per task");
+    eprintln!("1000 CPUs: {e} ({:?})", lib.layout().error_name(e.code));
+    assert!(e.code > 0 && !e.message.is_empty(), "{e}");
+    assert!(lib.layout().error_name(e.code).is_some(), "{e}");
 
     lib.kill_job(long, libc::SIGKILL as u16)
         .expect("slurm_kill_job");
