@@ -98,6 +98,7 @@ impl SlurmNative {
         blocking("asking slurmctld for a job", move || {
             lib.load_job(u32::MAX - 2).map(drop).map_err(|e| {
                 slurm_error(
+                    &lib,
                     &e,
                     "asking slurmctld about a job (nsh check)".into(),
                     Some(errors::hint(errors::classify(e.code))),
@@ -168,14 +169,23 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// A libslurm error as nsh's, with what was being done and what to do.
-fn slurm_error(e: &ffi::SlurmError, doing: String, hint: Option<&str>) -> Error {
+fn slurm_error(
+    lib: &ffi::Libslurm,
+    e: &ffi::SlurmError,
+    doing: String,
+    hint: Option<&str>,
+) -> Error {
     let kind = errors::classify(e.code);
     let hint = hint.unwrap_or_else(|| errors::hint(kind));
+    let name = match lib.layout().error_name(e.code) {
+        Some(name) => format!(" {name}"),
+        None => String::new(),
+    };
     Error {
         kind,
         code: Some(e.code),
         message: format!(
-            "{doing}: {} failed: {} (Slurm error {}); {hint}",
+            "{doing}: {} failed: {} (Slurm error {}{name}); {hint}",
             e.call, e.message, e.code
         ),
     }
@@ -196,7 +206,8 @@ impl Scheduler for SlurmNative {
             self.whose()
         );
         let id = blocking("submitting a job", move || {
-            lib.submit(&desc).map_err(|e| slurm_error(&e, doing, None))
+            lib.submit(&desc)
+                .map_err(|e| slurm_error(&lib, &e, doing, None))
         })
         .await?;
         Ok(JobId(id.to_string()))
@@ -208,7 +219,7 @@ impl Scheduler for SlurmNative {
         let doing = format!("asking slurmctld about job {id}");
         let info = blocking("asking about a job", move || {
             lib.load_job(number)
-                .map_err(|e| slurm_error(&e, doing, None))
+                .map_err(|e| slurm_error(&lib, &e, doing, None))
         })
         .await?;
         let Some(info) = info else {
@@ -250,7 +261,7 @@ impl Scheduler for SlurmNative {
                 {
                     Ok(())
                 }
-                Err(e) => Err(slurm_error(&e, doing, None)),
+                Err(e) => Err(slurm_error(&lib, &e, doing, None)),
             }
         })
         .await

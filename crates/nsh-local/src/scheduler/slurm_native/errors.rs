@@ -81,6 +81,26 @@ pub fn hint(kind: ErrorKind) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The numbers above are each supported release's own (from its generated layout).
+    #[test]
+    fn numbers_match_every_layout() {
+        for layout in crate::scheduler::slurm_native::layouts::SUPPORTED {
+            for (name, code) in [
+                ("ESLURM_INVALID_JOB_ID", ESLURM_INVALID_JOB_ID),
+                ("ESLURM_ALREADY_DONE", ESLURM_ALREADY_DONE),
+                ("ESLURM_USER_ID_MISSING", ESLURM_USER_ID_MISSING),
+                ("ESLURM_ACCESS_DENIED", ESLURM_ACCESS_DENIED),
+                ("ESLURM_ACCOUNTING_POLICY", LIMITS[0]),
+                (
+                    "SLURM_PROTOCOL_AUTHENTICATION_ERROR",
+                    SLURM_PROTOCOL_AUTHENTICATION_ERROR,
+                ),
+            ] {
+                assert_eq!(layout.error(name), Some(code), "{name} in {}", layout.release);
+            }
+        }
+    }
+
     #[test]
     fn kinds() {
         assert_eq!(classify(2017), ErrorKind::Gone);
