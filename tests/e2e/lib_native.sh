@@ -7,6 +7,8 @@
 NATIVE_STATE=/home/alice/nsh-state   # /home is the same directory on every testbed host
 NATIVE_STORE=/scratch/alice/nix
 SSH_FLAG=/run/nsh-e2e-ssh-as-alice
+# nsh's SSH masters as alice, apart from root's own (short: a socket path has ~100 bytes)
+NATIVE_RT=/run/nsh-e2e-rt-alice
 
 # native_setup: alice's state dir and stores, and root's SSH to the nodes as alice.
 native_setup() {
@@ -21,8 +23,18 @@ native_setup() {
   [ "$(on_submit ssh -o BatchMode=yes node1 id -un)" = alice ] || fail "root's ssh to node1 does not log in as alice"
 }
 
-# native_teardown: root's SSH to the nodes as itself again.
-native_teardown() { on_submit rm -f "$SSH_FLAG" || true; }
+# native_teardown: root's SSH to the nodes as itself again; alice's masters closed.
+native_teardown() {
+  on_submit rm -f "$SSH_FLAG" || true
+  on_submit sh -c 'for s in "$1"/ssh/.ssh-connection*/master*; do [ -S "$s" ] && ssh -S "$s" -O exit x 2>/dev/null; done; rm -rf "$1"' sh "$NATIVE_RT" || true
+}
+
+# close_root_masters: ends the masters in root's default runtime dir, which a hook under
+# nix-daemon (no NSH_RUNTIME_DIR) used while root's ssh logged in as alice; later tests must
+# not reuse them.
+close_root_masters() {
+  on_submit sh -c 'for d in /root/.cache/nsh /run/user/0/nsh; do for s in "$d"/ssh/.ssh-connection*/master*; do [ -S "$s" ] && ssh -S "$s" -O exit x 2>/dev/null; done; done; true' || true
+}
 
 # native_conf [EXTRA-LINES]: nsh.conf text for slurm-native as alice, plus EXTRA-LINES.
 native_conf() {
@@ -31,7 +43,7 @@ native_conf() {
 }
 
 # native_env [EXTRA-LINES]: BUILD_ENV (see nsh_build) for slurm-native.
-native_env() { BUILD_ENV=(NSH_CONFIG="$(native_conf "${1:-}")" NSH_RUNTIME_DIR="$WORK/rt"); }
+native_env() { BUILD_ENV=(NSH_CONFIG="$(native_conf "${1:-}")" NSH_RUNTIME_DIR="$NATIVE_RT"); }
 
 # assert_native_job NAME: NAME's log says its derivation went to slurmctld through libslurm;
 # sets NATIVE_JOB to the (last) job's id.

@@ -19,6 +19,7 @@ cleanup() {
   cancel_new_jobs "$JOBS_AT_START"
   "${TB[@]}" daemon-hook off >/dev/null 2>&1 || true
   native_teardown
+  close_root_masters
   on_submit rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -113,10 +114,10 @@ say "ok: a root hook without job-user refuses: $(grep -a -m1 -F 'set job-user' "
 
 # 4. nsh check
 set +e
-on_submit env NSH_CONFIG="$(native_conf)" NSH_RUNTIME_DIR="$WORK/rt" timeout 180 /opt/nsh/bin/nsh check >"$LOGS/check.log" 2>&1
+on_submit env NSH_CONFIG="$(native_conf)" NSH_RUNTIME_DIR="$NATIVE_RT" timeout 180 /opt/nsh/bin/nsh check >"$LOGS/check.log" 2>&1
 rc=$?
 on_submit env NSH_CONFIG="$(native_conf 'slurm-library = /nonexistent/libslurm.so.45')" \
-  NSH_RUNTIME_DIR="$WORK/rt" timeout 60 /opt/nsh/bin/nsh check >"$LOGS/check-nolib.log" 2>&1
+  NSH_RUNTIME_DIR="$NATIVE_RT" timeout 60 /opt/nsh/bin/nsh check >"$LOGS/check-nolib.log" 2>&1
 rc_nolib=$?
 set -e
 [ "$rc" = 0 ] || { cat "$LOGS/check.log" >&2; fail "nsh check failed ($rc) with slurm-native"; }
