@@ -155,11 +155,6 @@ impl Libslurm {
         self.loaded.path.clone()
     }
 
-    /// The releases this nsh supports, for messages.
-    pub fn supported() -> String {
-        library::supported_list()
-    }
-
     fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -110,6 +110,7 @@ pub struct Layout {
     /// "major.minor", e.g. "26.05".
     pub release: &'static str,
     /// SLURM_VERSION_NUMBER of the headers it was generated from.
+    #[cfg_attr(not(test), allow(dead_code, reason = "checked by the layout tests"))]
     pub version_number: u32,
     /// libtool current = the N of libslurm.so.N = `slurm_api_version() >> 16`.
     pub api_current: u32,
@@ -128,7 +129,9 @@ pub struct Layout {
     pub job_states: &'static [State],
     pub state_flags: &'static [State],
     pub mem_per_cpu: u64,
+    #[cfg_attr(not(test), allow(dead_code, reason = "checked by the layout tests"))]
     pub no_val: u32,
+    #[cfg_attr(not(test), allow(dead_code, reason = "checked by the layout tests"))]
     pub no_val16: u16,
     pub no_val64: u64,
     pub errors: &'static [ErrorCode],
