@@ -7,6 +7,7 @@ pub mod job_params;
 pub mod job_user;
 pub mod pbs;
 pub mod slurm_rest;
+pub mod slurm_state;
 
 use std::fmt;
 

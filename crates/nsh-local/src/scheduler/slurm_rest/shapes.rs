@@ -8,7 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Map, Value};
 
 use super::{ApiVersion, MAX_VERSION, MIN_VERSION};
-use crate::scheduler::{EndReason, JobId, JobParams, JobSpec, JobState, JobStatus};
+use crate::scheduler::slurm_state::{self, Facts};
+use crate::scheduler::{JobId, JobParams, JobSpec, JobStatus};
 
 /// Longest non-JSON body quoted in an error.
 pub(super) const MAX_QUOTED: usize = 300;
@@ -31,40 +32,6 @@ pub(super) const SLURM_PROTOCOL_AUTHENTICATION_ERROR: i64 = 1007;
 /// (`Unspecified error`) for job queries, 5005 (`Zero Bytes were transmitted or received`)
 /// for submit and cancel.
 pub(super) const V0_0_38_AUTH_ERRORS: [i64; 2] = [-1, 5005];
-
-/// Job state words, by what they mean to nsh. Anything else counts as pending.
-pub(super) const FAILED_WORDS: [&str; 9] = [
-    "CANCELLED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "PREEMPTED",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "OUT_OF_MEMORY",
-    "LAUNCH_FAILED",
-    "REVOKED",
-];
-/// Checked before the running words: `["RUNNING","CONFIGURING"]` has not started the
-/// script yet (nodes still booting).
-pub(super) const PENDING_WORDS: [&str; 9] = [
-    "PENDING",
-    "CONFIGURING",
-    "REQUEUED",
-    "REQUEUE_HOLD",
-    "REQUEUE_FED",
-    "SPECIAL_EXIT",
-    "SUSPENDED",
-    "RESV_DEL_HOLD",
-    "POWER_UP_NODE",
-];
-/// v0.0.38 reports a bare `COMPLETING` while the end is not final yet: keep polling.
-pub(super) const RUNNING_WORDS: [&str; 5] = [
-    "RUNNING",
-    "COMPLETING",
-    "STAGE_OUT",
-    "SIGNALING",
-    "RESIZING",
-];
 
 /// The endpoints nsh uses, as the OpenAPI document spells them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -337,28 +304,6 @@ fn state_words(value: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn classify(words: &[String], exit_code: Option<i32>) -> JobState {
-    let has = |word: &str| words.iter().any(|w| w == word);
-    if FAILED_WORDS.iter().any(|w| has(w)) {
-        JobState::Failed
-    } else if has("COMPLETED") {
-        JobState::Finished
-    } else if has("FAILED") {
-        // The script ran and exited non-zero; FAILED without one is Slurm failing the job.
-        if exit_code.is_some_and(|c| c != 0) {
-            JobState::Finished
-        } else {
-            JobState::Failed
-        }
-    } else if PENDING_WORDS.iter().any(|w| has(w)) {
-        JobState::Pending
-    } else if RUNNING_WORDS.iter().any(|w| has(w)) {
-        JobState::Running
-    } else {
-        JobState::Pending
-    }
-}
-
 /// Maps one job record of `GET job/{id}` to a [`JobStatus`].
 pub(super) fn job_status(job: &Value) -> Result<JobStatus, String> {
     let words = state_words(job.get("job_state"));
@@ -366,74 +311,15 @@ pub(super) fn job_status(job: &Value) -> Result<JobStatus, String> {
         return Err("the job record has no job_state".to_owned());
     }
     let (exit_code, signal) = exit_of(job.get("exit_code"));
-    let state = classify(&words, exit_code);
-    let (exit_code, signal) = match state {
-        JobState::Finished => (exit_code.or(Some(0)).filter(|_| signal.is_none()), signal),
-        JobState::Failed => (exit_code, signal),
-        _ => (None, None),
-    };
-    let text = |key: &str| job.get(key).and_then(Value::as_str).map(str::trim);
-    let host = text("batch_host")
-        .filter(|h| !h.is_empty() && *h != "(null)")
-        .or_else(|| text("nodes").filter(|n| !n.is_empty() && !n.contains(['[', ',', '('])))
-        .map(str::to_owned);
-    let reason = text("state_reason")
-        .filter(|r| !r.is_empty() && *r != "None")
-        .map(str::to_owned);
-    // squeue lists these; a COMPLETING flag next to an end state (v0.0.40+) counts too.
-    let listed =
-        |w: &String| PENDING_WORDS.contains(&w.as_str()) || RUNNING_WORDS.contains(&w.as_str());
-    let end = matches!(state, JobState::Finished | JobState::Failed).then(|| end_reason(&words));
-    let waits_for_nodes =
-        state == JobState::Pending && reason.as_deref().is_some_and(waits_for_nodes);
-    Ok(JobStatus {
-        state,
-        in_queue: words.iter().any(listed),
-        raw_state: words.join(","),
-        host,
+    let text = |key: &str| job.get(key).and_then(Value::as_str);
+    Ok(slurm_state::job_status(&Facts {
+        words: &words,
         exit_code,
         signal,
-        reason,
-        end,
-        waits_for_nodes,
-    })
-}
-
-/// How an ended job ended, from its state words (the most specific word wins: a job can be
-/// `CANCELLED` *and* `NODE_FAIL`ed, which is the node's doing).
-fn end_reason(words: &[String]) -> EndReason {
-    let has = |word: &str| words.iter().any(|w| w == word);
-    if has("NODE_FAIL") {
-        EndReason::NodeFailed
-    } else if has("PREEMPTED") {
-        EndReason::Preempted
-    } else if has("BOOT_FAIL") || has("LAUNCH_FAILED") {
-        EndReason::LaunchFailed
-    } else if has("TIMEOUT") || has("DEADLINE") {
-        EndReason::TimeLimit
-    } else if has("OUT_OF_MEMORY") {
-        EndReason::OutOfMemory
-    } else if has("CANCELLED") || has("REVOKED") {
-        EndReason::Cancelled
-    } else if has("COMPLETED") || has("FAILED") {
-        EndReason::Exited
-    } else {
-        EndReason::Other
-    }
-}
-
-/// Pending reasons (`state_reason`) that mean the nodes the job may use are down, drained
-/// or missing, not busy: waiting on them may take until an admin acts.
-fn waits_for_nodes(reason: &str) -> bool {
-    const PREFIXES: [&str; 6] = [
-        "ReqNodeNotAvail",
-        "NodeDown",
-        "Nodes required for job are DOWN",
-        "Nodes_required_for_job_are_DOWN",
-        "BadConstraints",
-        "PartitionNodeLimit",
-    ];
-    PREFIXES.iter().any(|p| reason.starts_with(p))
+        batch_host: text("batch_host"),
+        nodes: text("nodes"),
+        reason: text("state_reason"),
+    }))
 }
 
 /// `excluded_nodes` of the request: whatever the derivation or the admin excluded (a
