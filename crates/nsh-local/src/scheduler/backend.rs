@@ -8,13 +8,15 @@ use nsh_wire::derivation::Derivation;
 
 use super::commands::Commands;
 use super::{
-    ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler, job_params, pbs, slurm_rest,
+    ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler, job_params, pbs, slurm_cli,
+    slurm_rest,
 };
 use crate::config::{Config, JobScheduler};
 
 pub enum Backend {
     SlurmRest(slurm_rest::SlurmRest),
     Pbs(pbs::Pbs<Commands>),
+    SlurmCli(slurm_cli::SlurmCli<Commands>),
 }
 
 /// What `nsh check` prints about a backend: `ok` lines, and `warn` lines that do not stop it.
@@ -75,9 +77,17 @@ impl Backend {
                 )?;
                 Ok(Backend::Pbs(pbs::Pbs::new(commands, pbs_server(config))))
             }
+            JobScheduler::SlurmCli => {
+                let commands = Commands::new(
+                    config.login_host.as_deref(),
+                    config.scheduler_bin_dir.as_deref(),
+                    super::job_user::job_user(config)?,
+                )?;
+                Ok(Backend::SlurmCli(slurm_cli::SlurmCli::new(commands)))
+            }
             other => anyhow::bail!(
                 "job-scheduler = {other} is not available in this build of nsh; use \
-                 job-scheduler = slurm or pbs"
+                 job-scheduler = slurm, slurm-cli or pbs"
             ),
         }
     }
@@ -109,17 +119,21 @@ impl Backend {
                     p.describe()
                 ))])
             }
+            Backend::SlurmCli(c) => Ok(vec![CheckLine::Ok(c.probe().await?)]),
         }
     }
 
     /// The admin's job parameters for `nsh check`'s test job (no derivation's).
-    pub fn admin_params(config: &Config) -> JobParams {
-        match config.job_scheduler {
+    pub fn admin_params(config: &Config) -> Result<JobParams> {
+        Ok(match config.job_scheduler {
             JobScheduler::Slurm => {
                 JobParams::SlurmRest(config.slurm_extra_submission_params.clone())
             }
+            JobScheduler::SlurmCli => {
+                slurm_cli::params::with_admin_params(config, serde_json::Map::new())?
+            }
             other => JobParams::none_for(other),
-        }
+        })
     }
 }
 
@@ -135,6 +149,7 @@ impl Scheduler for Backend {
         match self {
             Backend::SlurmRest(s) => s.submit(job).await,
             Backend::Pbs(p) => p.submit(job).await,
+            Backend::SlurmCli(c) => c.submit(job).await,
         }
     }
 
@@ -142,6 +157,7 @@ impl Scheduler for Backend {
         match self {
             Backend::SlurmRest(s) => s.status(id).await,
             Backend::Pbs(p) => p.status(id).await,
+            Backend::SlurmCli(c) => c.status(id).await,
         }
     }
 
@@ -149,6 +165,7 @@ impl Scheduler for Backend {
         match self {
             Backend::SlurmRest(s) => s.cancel(id).await,
             Backend::Pbs(p) => p.cancel(id).await,
+            Backend::SlurmCli(c) => c.cancel(id).await,
         }
     }
 
@@ -156,6 +173,7 @@ impl Scheduler for Backend {
         match self {
             Backend::SlurmRest(s) => s.describe(),
             Backend::Pbs(p) => p.describe(),
+            Backend::SlurmCli(c) => c.describe(),
         }
     }
 
@@ -163,6 +181,7 @@ impl Scheduler for Backend {
         match self {
             Backend::SlurmRest(s) => s.name(),
             Backend::Pbs(p) => p.name(),
+            Backend::SlurmCli(c) => c.name(),
         }
     }
 
@@ -170,6 +189,7 @@ impl Scheduler for Backend {
         match self {
             Backend::SlurmRest(s) => s.error_kind(e),
             Backend::Pbs(p) => p.error_kind(e),
+            Backend::SlurmCli(c) => c.error_kind(e),
         }
     }
 }
@@ -181,6 +201,7 @@ pub fn derivation_params(config: &Config, drv: &Derivation) -> Result<JobParams>
     match config.job_scheduler {
         JobScheduler::Slurm => slurm_rest_params(config, drv),
         JobScheduler::Pbs => pbs::derivation_params(config, drv),
+        JobScheduler::SlurmCli => slurm_cli::derivation_params(config, drv),
         other => Ok(JobParams::none_for(other)),
     }
 }
@@ -190,7 +211,8 @@ pub fn derivation_attribute(config: &Config) -> Option<(&'static str, &'static [
     match config.job_scheduler {
         JobScheduler::Slurm => Some(("extraSlurmParams", job_params::SLURM_REST_ALLOWED)),
         JobScheduler::Pbs => Some(("pbsResources", job_params::PBS_ALLOWED)),
-        JobScheduler::SlurmNative | JobScheduler::SlurmCli => None,
+        JobScheduler::SlurmCli => Some(("extraSlurmParams", job_params::SLURM_REST_ALLOWED)),
+        JobScheduler::SlurmNative => None,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod job_params;
 pub mod job_user;
 pub mod pbs;
+pub mod slurm_cli;
 pub mod slurm_rest;
 pub mod slurm_state;
 
@@ -40,6 +41,8 @@ pub enum JobParams {
     SlurmRest(serde_json::Map<String, serde_json::Value>),
     /// PBS resources, each passed as `-l name=value`, in order; names and values checked.
     Pbs(Vec<(String, String)>),
+    /// `sbatch` options, one word each (`--cpus-per-task=2`), checked.
+    SlurmCli(Vec<String>),
 }
 
 impl JobParams {
@@ -47,6 +50,7 @@ impl JobParams {
     pub fn none_for(scheduler: crate::config::JobScheduler) -> JobParams {
         match scheduler {
             crate::config::JobScheduler::Pbs => JobParams::Pbs(Vec::new()),
+            crate::config::JobScheduler::SlurmCli => JobParams::SlurmCli(Vec::new()),
             _ => JobParams::SlurmRest(serde_json::Map::new()),
         }
     }
