@@ -208,8 +208,10 @@ tb_move_torque_wrappers() {
       [ "$(dpkg-divert --truename "$f")" = "$to" ] ||
         dpkg-divert --quiet --local --rename --divert "$to" --add "$f"
     done
-    # qsub and mpiexec.slurm run sbatch, salloc and srun from their own directory
-    for c in sbatch salloc srun; do ln -sfn "/usr/bin/$c" "$bin/$c"; done
+    # qsub and mpiexec.slurm run sbatch, salloc and srun from their own directory; squeue,
+    # scontrol and scancel too, so that the login directory also serves as a directory of
+    # Slurm clients that only the login host has (job-scheduler = slurm-cli)
+    for c in sbatch salloc srun squeue scontrol scancel; do ln -sfn "/usr/bin/$c" "$bin/$c"; done
     [ -z "$(ls -A "$login")" ] || { echo "$login is not empty" >&2; exit 1; }
   ' sh "$TB_TORQUE_BIN" "$TB_TORQUE_LOGIN_BIN" || tb_die "moving the Torque wrappers into $TB_TORQUE_BIN failed"
 }

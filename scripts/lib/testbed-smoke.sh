@@ -122,8 +122,8 @@ tb_smoke_node_store() {
 # submitted with them (sleeps, so it is still known).
 tb_smoke_torque_layout() {
   local c
-  for c in qsub qstat qdel; do
-    if tb_exec submit root sh -c "command -v $c"; then echo "$c is on submit's PATH"; return 1; fi
+  for c in qsub qstat qdel sbatch scontrol scancel squeue; do
+    case $c in q*) if tb_exec submit root sh -c "command -v $c"; then echo "$c is on submit's PATH"; return 1; fi ;; esac
     if tb_exec submit root test -e "$TB_TORQUE_LOGIN_BIN/$c"; then echo "$TB_TORQUE_LOGIN_BIN/$c exists on submit"; return 1; fi
     tb_exec "$TB_LOGIN_HOST" root test -x "$TB_TORQUE_LOGIN_BIN/$c" ||
       { echo "no $TB_TORQUE_LOGIN_BIN/$c on $TB_LOGIN_HOST"; return 1; }
@@ -170,7 +170,7 @@ tb_smoke() {
   fi
   tb_check "relocatable Nix builds into /scratch on node2" tb_smoke_node_store node2 "$TB_RELOC/bin/"
   tb_check "/opt/nsh/bin on submit is target/dist" tb_smoke_dist_visible
-  tb_check "Torque wrappers: off submit's PATH, only $TB_LOGIN_HOST has them in $TB_TORQUE_LOGIN_BIN" tb_smoke_torque_layout
+  tb_check "Torque wrappers and Slurm client links: only $TB_LOGIN_HOST has them in $TB_TORQUE_LOGIN_BIN" tb_smoke_torque_layout
 
   if [ "$tb_smoke_fails" = 0 ]; then echo "smoke: all checks passed"; else echo "smoke: $tb_smoke_fails failed"; fi
   [ "$tb_smoke_fails" = 0 ]

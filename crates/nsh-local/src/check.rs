@@ -137,7 +137,7 @@ async fn check_job<S: Scheduler>(
                 "/usr/local/bin:/usr/bin:/bin:/nix/var/nix/profiles/default/bin".into(),
             )],
             working_dir: "/".into(),
-            params: Backend::admin_params(config),
+            params: Backend::admin_params(config)?,
             exclude_hosts: Vec::new(),
         })
         .await

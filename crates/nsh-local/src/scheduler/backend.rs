@@ -9,7 +9,7 @@ use nsh_wire::derivation::Derivation;
 use super::commands::Commands;
 use super::{
     ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler, job_params, job_user, pbs,
-    slurm_native, slurm_rest,
+    slurm_cli, slurm_native, slurm_rest,
 };
 use crate::config::{Config, JobScheduler};
 
@@ -17,6 +17,7 @@ pub enum Backend {
     SlurmRest(slurm_rest::SlurmRest),
     SlurmNative(slurm_native::SlurmNative),
     Pbs(pbs::Pbs<Commands>),
+    SlurmCli(slurm_cli::SlurmCli<Commands>),
 }
 
 /// What `nsh check` prints about a backend: `ok` lines, and `warn` lines that do not stop it.
@@ -85,10 +86,14 @@ impl Backend {
                 )
                 .await?,
             )),
-            other => anyhow::bail!(
-                "job-scheduler = {other} is not available in this build of nsh; use \
-                 job-scheduler = slurm, slurm-native or pbs"
-            ),
+            JobScheduler::SlurmCli => {
+                let commands = Commands::new(
+                    config.login_host.as_deref(),
+                    config.scheduler_bin_dir.as_deref(),
+                    job_user::job_user(config)?,
+                )?;
+                Ok(Backend::SlurmCli(slurm_cli::SlurmCli::new(commands)))
+            }
         }
     }
 
@@ -141,17 +146,21 @@ impl Backend {
                     p.describe()
                 ))])
             }
+            Backend::SlurmCli(c) => Ok(vec![CheckLine::Ok(c.probe().await?)]),
         }
     }
 
     /// The admin's job parameters for `nsh check`'s test job (no derivation's).
-    pub fn admin_params(config: &Config) -> JobParams {
-        match config.job_scheduler {
+    pub fn admin_params(config: &Config) -> Result<JobParams> {
+        Ok(match config.job_scheduler {
             JobScheduler::Slurm => {
                 JobParams::SlurmRest(config.slurm_extra_submission_params.clone())
             }
+            JobScheduler::SlurmCli => {
+                slurm_cli::params::with_admin_params(config, serde_json::Map::new())?
+            }
             other => JobParams::none_for(other),
-        }
+        })
     }
 }
 
@@ -168,6 +177,7 @@ impl Scheduler for Backend {
             Backend::SlurmRest(s) => s.submit(job).await,
             Backend::SlurmNative(s) => s.submit(job).await,
             Backend::Pbs(p) => p.submit(job).await,
+            Backend::SlurmCli(c) => c.submit(job).await,
         }
     }
 
@@ -176,6 +186,7 @@ impl Scheduler for Backend {
             Backend::SlurmRest(s) => s.status(id).await,
             Backend::SlurmNative(s) => s.status(id).await,
             Backend::Pbs(p) => p.status(id).await,
+            Backend::SlurmCli(c) => c.status(id).await,
         }
     }
 
@@ -184,6 +195,7 @@ impl Scheduler for Backend {
             Backend::SlurmRest(s) => s.cancel(id).await,
             Backend::SlurmNative(s) => s.cancel(id).await,
             Backend::Pbs(p) => p.cancel(id).await,
+            Backend::SlurmCli(c) => c.cancel(id).await,
         }
     }
 
@@ -192,6 +204,7 @@ impl Scheduler for Backend {
             Backend::SlurmRest(s) => s.describe(),
             Backend::SlurmNative(s) => s.describe(),
             Backend::Pbs(p) => p.describe(),
+            Backend::SlurmCli(c) => c.describe(),
         }
     }
 
@@ -200,6 +213,7 @@ impl Scheduler for Backend {
             Backend::SlurmRest(s) => s.name(),
             Backend::SlurmNative(s) => s.name(),
             Backend::Pbs(p) => p.name(),
+            Backend::SlurmCli(c) => c.name(),
         }
     }
 
@@ -208,6 +222,7 @@ impl Scheduler for Backend {
             Backend::SlurmRest(s) => s.error_kind(e),
             Backend::SlurmNative(s) => s.error_kind(e),
             Backend::Pbs(p) => p.error_kind(e),
+            Backend::SlurmCli(c) => c.error_kind(e),
         }
     }
 }
@@ -220,7 +235,7 @@ pub fn derivation_params(config: &Config, drv: &Derivation) -> Result<JobParams>
         JobScheduler::Slurm => slurm_rest_params(config, drv),
         JobScheduler::Pbs => pbs::derivation_params(config, drv),
         JobScheduler::SlurmNative => slurm_native::constraints::derivation_params(config, drv),
-        other => Ok(JobParams::none_for(other)),
+        JobScheduler::SlurmCli => slurm_cli::derivation_params(config, drv),
     }
 }
 
@@ -233,7 +248,7 @@ pub fn derivation_attribute(config: &Config) -> Option<(&'static str, &'static [
             slurm_native::constraints::ATTR,
             slurm_native::constraints::KEYS,
         )),
-        JobScheduler::SlurmCli => None,
+        JobScheduler::SlurmCli => Some(("extraSlurmParams", job_params::SLURM_REST_ALLOWED)),
     }
 }
 

@@ -417,7 +417,7 @@ fn timed_out(what: &str, place: &str) -> CommandError {
     ))
 }
 
-fn printable(s: &str) -> String {
+pub fn printable(s: &str) -> String {
     let s = s.trim();
     let mut out: String = s
         .chars()

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod job_params;
 pub mod job_user;
 pub mod pbs;
+pub mod slurm_cli;
 pub mod slurm_native;
 pub mod slurm_rest;
 pub mod slurm_state;
@@ -43,6 +44,8 @@ pub enum JobParams {
     Pbs(Vec<(String, String)>),
     /// `slurmNativeConstraints`, checked.
     SlurmNative(slurm_native::Constraints),
+    /// `sbatch` options, one word each (`--cpus-per-task=2`), checked.
+    SlurmCli(Vec<String>),
 }
 
 impl JobParams {
@@ -53,6 +56,7 @@ impl JobParams {
             crate::config::JobScheduler::SlurmNative => {
                 JobParams::SlurmNative(slurm_native::Constraints::default())
             }
+            crate::config::JobScheduler::SlurmCli => JobParams::SlurmCli(Vec::new()),
             _ => JobParams::SlurmRest(serde_json::Map::new()),
         }
     }

@@ -33,7 +33,7 @@ mod qstat_json;
 mod qstat_text;
 mod query;
 mod status;
-mod submit;
+pub(super) mod submit;
 
 #[cfg(test)]
 mod openpbs_tests;

@@ -96,7 +96,12 @@ mod tests {
                     SLURM_PROTOCOL_AUTHENTICATION_ERROR,
                 ),
             ] {
-                assert_eq!(layout.error(name), Some(code), "{name} in {}", layout.release);
+                assert_eq!(
+                    layout.error(name),
+                    Some(code),
+                    "{name} in {}",
+                    layout.release
+                );
             }
         }
     }
