@@ -28,9 +28,10 @@ pbs_env() {
   local conf
   conf=$(printf 'job-scheduler = pbs\nstate-dir = %s\n' "$NSH_TB_STATE_DIR")
   case $1 in
-    local) conf+=$(printf '\nscheduler-bin-dir = %s' "$TORQUE_BIN") ;;
+    # The hook runs as root and submits from submit: root jobs are meant here.
+    local) conf+=$(printf '\nscheduler-bin-dir = %s\nallow-root-jobs = true' "$TORQUE_BIN") ;;
     login) conf+=$(printf '\nlogin-host = %s\nscheduler-bin-dir = %s' "$LOGIN_HOST" "$TORQUE_LOGIN_BIN") ;;
-    login-dir-only) conf+=$(printf '\nscheduler-bin-dir = %s' "$TORQUE_LOGIN_BIN") ;;
+    login-dir-only) conf+=$(printf '\nscheduler-bin-dir = %s\nallow-root-jobs = true' "$TORQUE_LOGIN_BIN") ;;
     *) fail "pbs_env: unknown mode '$1'" ;;
   esac
   BUILD_ENV=(NSH_CONFIG="$conf")
