@@ -8,6 +8,11 @@ CLI_LOGIN_BIN=${NSH_TB_TORQUE_LOGIN_BIN:-}
 LOGIN_HOST=${NSH_TB_LOGIN_HOST:-}
 # alice's state dir (/home is the same directory on every host): her jobs write there.
 ALICE_STATE=/home/alice/nsh-cli-state
+# alice's own store on the nodes (the nodes' daemons do not trust her, so they would refuse
+# the unsigned .drv), as in t26.
+ALICE_STORE=/scratch/alice/nix
+# The hook's runtime dir for alice's ssh masters: short, for the socket path limit.
+CLI_RT=/root/e2e/rt$$
 
 slurm_cli_require_layout() {
   local c
@@ -25,6 +30,8 @@ slurm_cli_require_layout() {
 # directories the hook makes there are hers.
 alice_ssh_setup() {
   on_submit sh -c "mkdir -p $ALICE_STATE && chown alice:alice $ALICE_STATE && chmod 0700 $ALICE_STATE"
+  local n
+  for n in node1 node2; do on "$n" sh -c "mkdir -p $ALICE_STORE && chown -R alice:alice /scratch/alice"; done
   on_submit sh -c 'printf "#!/bin/sh\ntest \"\$NSH_E2E_SSH_USER\" = alice\n" > /root/.ssh/nsh-e2e-as-alice &&
     chmod 0755 /root/.ssh/nsh-e2e-as-alice &&
     { grep -q nsh-e2e-as-alice /root/.ssh/config 2>/dev/null ||
@@ -41,7 +48,7 @@ slurm_cli_conf() {
   local conf
   conf=$(printf 'job-scheduler = slurm-cli\n')
   case $1 in
-    alice) conf+=$(printf '\nstate-dir = %s\njob-user = alice' "$ALICE_STATE") ;;
+    alice) conf+=$(printf '\nstate-dir = %s\njob-user = alice\nremote-store = %s' "$ALICE_STATE" "$ALICE_STORE") ;;
     no-job-user) conf+=$(printf '\nstate-dir = %s' "$NSH_TB_STATE_DIR") ;;
     login) conf+=$(printf '\nstate-dir = %s\nlogin-host = %s\nscheduler-bin-dir = %s' \
       "$NSH_TB_STATE_DIR" "$LOGIN_HOST" "$CLI_LOGIN_BIN") ;;
@@ -56,7 +63,7 @@ slurm_cli_conf() {
 slurm_cli_env() {
   BUILD_ENV=(NSH_CONFIG="$(slurm_cli_conf "$1")")
   if [ "$1" = alice ]; then
-    BUILD_ENV+=(NSH_RUNTIME_DIR="$WORK/rt" NSH_E2E_SSH_USER=alice)
+    BUILD_ENV+=(NSH_RUNTIME_DIR="$CLI_RT" NSH_E2E_SSH_USER=alice)
   fi
 }
 

@@ -19,7 +19,7 @@ TAG=$(printf %s "$NONCE" | sha256sum | cut -c1-8)
 JOBS_AT_START=$(all_job_ids)
 cleanup() {
   cancel_new_jobs "$JOBS_AT_START"
-  on_submit rm -rf "$WORK"
+  on_submit rm -rf "$WORK" "$CLI_RT"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

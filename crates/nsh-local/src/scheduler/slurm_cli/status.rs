@@ -82,19 +82,20 @@ pub fn job_status(stdout: &str, id: &str) -> Result<JobStatus, String> {
         return Err(format!("job {id}'s record has no JobState"));
     }
     let (exit_code, signal) = exit_code(map.get("ExitCode").map(String::as_str));
-    let host = |key: &str| -> Result<Option<&str>, String> {
+    // Placeholders and (for NodeList) node ranges are left to slurm_state, which never
+    // takes them for a host; any single name is checked here.
+    let host = |key: &str, ranges: bool| -> Result<Option<&str>, String> {
         let Some(v) = map.get(key).map(|v| v.trim()) else {
             return Ok(None);
         };
-        // Node ranges and placeholders are filtered by slurm_state; a single name is checked.
-        if v.is_empty() || v == "(null)" || v.contains(['[', ',']) {
+        if v.is_empty() || v == "(null)" || (ranges && v.contains(['[', ',', '('])) {
             return Ok(Some(v));
         }
         check_host_name(v).map_err(|why| format!("job {id}'s {key}: {why}"))?;
         Ok(Some(v))
     };
-    let batch_host = host("BatchHost")?;
-    let nodes = host("NodeList")?;
+    let batch_host = host("BatchHost", false)?;
+    let nodes = host("NodeList", true)?;
     let reason = map.get("Reason").map(|r| printable(r));
     Ok(slurm_state::job_status(&Facts {
         words: &words,
