@@ -231,7 +231,11 @@ async fn states_from_both_generations() {
             "{g}"
         );
         let s = status_of(g, "show-timeout", &id_in(g, "show-timeout")).await;
-        assert_eq!((s.state, s.end), (JobState::Failed, Some(EndReason::TimeLimit)), "{g}");
+        assert_eq!(
+            (s.state, s.end),
+            (JobState::Failed, Some(EndReason::TimeLimit)),
+            "{g}"
+        );
         let s = status_of(g, "show-unknown", "999999").await;
         assert_eq!(s.state, JobState::Unknown, "{g}");
     }
