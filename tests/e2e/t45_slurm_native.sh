@@ -130,7 +130,10 @@ assert_log check-nolib '/nonexistent/libslurm.so.45'
 refute_log check-nolib 'slurmctld answers'
 say "ok: nsh check passes ($(grep -c '^ok' "$LOGS/check.log") ok lines) and stops at a missing library: $(grep -a -m1 -F /nonexistent "$LOGS/check-nolib.log" | cut -c1-120)"
 
-# 5. under nix-daemon: the daemon's own nsh.conf says slurm-native for alice
+# 5. under nix-daemon: the daemon's own nsh.conf says slurm-native for alice. The hook then
+# uses root's default runtime dir, where earlier tests may have left masters logged in as
+# root; close them so its SSH logs in as alice (the Match block above).
+close_root_masters
 "${TB[@]}" daemon-hook on >/dev/null
 on_submit sh -c "rm -f $DAEMON_DIR/nsh.conf && cat > $DAEMON_DIR/nsh.conf && chmod 0644 $DAEMON_DIR/nsh.conf" <<<"$(native_conf)"
 BUILD_ENV=(NIX_REMOTE=daemon)
