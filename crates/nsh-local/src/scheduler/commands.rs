@@ -78,6 +78,17 @@ pub enum CommandError {
     BadArgument(String),
 }
 
+impl CommandError {
+    /// What the hook makes of it: an unreachable host or a command that did not answer may
+    /// work later; a missing command or a refused argument will not.
+    pub fn kind(&self) -> super::ErrorKind {
+        match self {
+            CommandError::Unreachable(_) => super::ErrorKind::Transient,
+            CommandError::NotFound(_) | CommandError::BadArgument(_) => super::ErrorKind::Other,
+        }
+    }
+}
+
 /// Runs the scheduler's commands somewhere. The backends take any implementation, so their
 /// unit tests can answer with captured output.
 pub trait RunCommand: Send + Sync {

@@ -248,10 +248,7 @@ impl<R: RunCommand> Scheduler for SlurmCli<R> {
                 if let Some(e) = c.downcast_ref::<Error>() {
                     return Some(e.kind);
                 }
-                c.downcast_ref::<CommandError>().map(|e| match e {
-                    CommandError::Unreachable(_) => ErrorKind::Transient,
-                    CommandError::NotFound(_) | CommandError::BadArgument(_) => ErrorKind::Other,
-                })
+                c.downcast_ref::<CommandError>().map(CommandError::kind)
             })
             .unwrap_or(ErrorKind::Other)
     }

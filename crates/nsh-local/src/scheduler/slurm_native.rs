@@ -7,7 +7,7 @@
 //! ([`layouts`], generated from each release's own `slurm.h` by `tools/slurm-layout`).
 //!
 //! Every call into libslurm blocks (it talks to slurmctld and waits out its timeouts), so
-//! each runs on tokio's blocking pool, one at a time per process.
+//! each runs on tokio's blocking pool ([`ffi::Libslurm`] itself lets one call in at a time).
 //!
 //! As whom: libslurm authenticates this process through munge, and Slurm lets root submit
 //! for any user. A root hook therefore submits with `user_id`/`group_id` of `job-user`
@@ -23,7 +23,7 @@ pub mod layouts;
 mod testbed_tests;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
 
@@ -41,9 +41,6 @@ pub struct SlurmNative {
 /// libslurm may be initialised once per process (`slurm_init` reads slurm.conf and its
 /// plugins); the first backend built keeps it, with the settings it was opened with.
 static LIBRARY: OnceLock<(Option<PathBuf>, Option<PathBuf>, Arc<ffi::Libslurm>)> = OnceLock::new();
-
-/// One libslurm call at a time: slurm_init's state and the plugins are process-wide.
-static CALLS: Mutex<()> = Mutex::new(());
 
 impl SlurmNative {
     /// Loads libslurm (`slurm-library`, else the dynamic linker's search) with
@@ -149,19 +146,12 @@ impl SlurmNative {
     }
 }
 
-/// Runs `f` on the blocking pool, one libslurm call at a time.
+/// Runs `f` on the blocking pool.
 async fn blocking<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    tokio::task::spawn_blocking(move || {
-        let _one = CALLS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f()
-    })
-    .await
-    .unwrap_or_else(|e| {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
         Err(Error::other(format!(
             "{what}: the call into libslurm failed: {e}"
         )))
