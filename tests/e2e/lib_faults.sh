@@ -135,3 +135,28 @@ NIX
   node=$(grep -oE 'job [0-9]+ is running on [^ ]+' "$BG_LOG" | tail -n1 | awk '{print $NF}')
   dir=$(job_dir "$job")
 }
+
+# For the interrupt tests (t40, t43, t46), which set job, node, dir, outs (start_ticking_build),
+# SUBMITTED_TO (the backend's words after "to" in the hook's "submitted" line) and
+# `declare -A MS`.
+# started NAME: the ticking build NAME was submitted and its job directory is known.
+started() {
+  assert_log "$1" "nsh: submitted /nix/store/[^ ]+-$1\\.drv as job $job to $SUBMITTED_TO"
+  [ -n "$node" ] || fail "$1: no 'job $job is running on' line"
+  [ -n "$dir" ] || fail "$1: cannot find the job dir of job $job"
+}
+
+# gone NAME SIGNAL T0: the job left the queue within 10 s of T0 and nix-build failed; MS[NAME]
+# is the time it took.
+gone() {
+  local ms
+  ms=$(ms_until_gone "$job" 10 "$3") ||
+    fail "$1: job $job still in squeue 10 s after $2: $(on_submit squeue -h -j "$job" -o '%T %r' || true)"
+  MS[$1]=$ms
+  say "$1: job $job left squeue $ms ms after $2 ($(on_submit scontrol show job "$job" 2>/dev/null | grep -oE 'JobState=[A-Z_]+' || true))"
+  wait_bg 30
+  [ "$BUILD_RC" != 0 ] || fail "$1: nix-build succeeded after $2"
+  [ "$BUILD_RC" != 124 ] || fail "$1: nix-build still running 30 s after $2"
+  assert_clean "$job" "$dir" "${outs[@]}"
+  job=""
+}

@@ -27,27 +27,7 @@ trap 'exit 130' INT TERM
 slurm_cli_require_layout
 alice_ssh_setup
 
-# started NAME: the ticking build NAME went to Slurm and its job directory is known.
-started() {
-  assert_log "$1" "nsh: submitted /nix/store/[^ ]+-$1\\.drv as job $job to Slurm's commands"
-  [ -n "$node" ] || fail "$1: no 'job $job is running on' line"
-  [ -n "$dir" ] || fail "$1: cannot find the job dir of job $job"
-}
-
-# gone NAME SIGNAL T0: the job left the queue within 10 s of T0 and nix-build failed.
-gone() {
-  local ms
-  ms=$(ms_until_gone "$job" 10 "$3") ||
-    fail "$1: job $job still in squeue 10 s after $2: $(on_submit squeue -h -j "$job" -o '%T %r' || true)"
-  MS[$1]=$ms
-  say "$1: job $job left squeue $ms ms after $2 ($(on_submit scontrol show job "$job" 2>/dev/null | grep -oE 'JobState=[A-Z_]+' || true))"
-  wait_bg 30
-  [ "$BUILD_RC" != 0 ] || fail "$1: nix-build succeeded after $2"
-  [ "$BUILD_RC" != 124 ] || fail "$1: nix-build still running 30 s after $2"
-  assert_clean "$job" "$dir" "${outs[@]}"
-  job=""
-}
-
+SUBMITTED_TO="Slurm's commands"   # for started (lib_faults.sh)
 declare -A MS
 
 # (a) SIGINT to nix-build
