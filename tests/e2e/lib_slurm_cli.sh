@@ -1,19 +1,11 @@
 # tests/e2e/lib_slurm_cli.sh -- helpers for job-scheduler = slurm-cli (t42–t44), sourced
-# after lib.sh and lib_pbs.sh (all_job_ids, new_job_ids, job_field, assert_line_has,
+# after lib.sh, lib_alice.sh and lib_pbs.sh (all_job_ids, new_job_ids, job_field, assert_line_has,
 # cancel_new_jobs). Slurm's clients are on every host's PATH; the login directory
 # (NSH_TB_TORQUE_LOGIN_BIN) also holds links to sbatch, squeue, scontrol and scancel on the
 # login host only (scripts/testbed), so a build that finds them there ran its commands there.
 
 CLI_LOGIN_BIN=${NSH_TB_TORQUE_LOGIN_BIN:-}
 LOGIN_HOST=${NSH_TB_LOGIN_HOST:-}
-# alice's state dir (/home is the same directory on every host): her jobs write there.
-ALICE_STATE=/home/alice/nsh-cli-state
-# alice's own store on the nodes (the nodes' daemons do not trust her, so they would refuse
-# the unsigned .drv), as in t26.
-ALICE_STORE=/scratch/alice/nix
-# The hook's runtime dir for alice's ssh masters: short, for the socket path limit.
-CLI_RT=/root/e2e/rt$$
-
 slurm_cli_require_layout() {
   local c
   [ -n "$CLI_LOGIN_BIN" ] && [ -n "$LOGIN_HOST" ] ||
@@ -23,19 +15,6 @@ slurm_cli_require_layout() {
     on "$LOGIN_HOST" test -x "$CLI_LOGIN_BIN/$c" ||
       fail "no $CLI_LOGIN_BIN/$c on $LOGIN_HOST: run scripts/testbed up again"
   done
-}
-
-# alice_ssh_setup: a state dir alice owns, and root's ssh config logging in to the nodes as
-# alice when the hook's environment has NSH_E2E_SSH_USER=alice (as t26 does), so the job
-# directories the hook makes there are hers.
-alice_ssh_setup() {
-  on_submit sh -c "mkdir -p $ALICE_STATE && chown alice:alice $ALICE_STATE && chmod 0700 $ALICE_STATE"
-  local n
-  for n in node1 node2; do on "$n" sh -c "mkdir -p $ALICE_STORE && chown -R alice:alice /scratch/alice"; done
-  on_submit sh -c 'printf "#!/bin/sh\ntest \"\$NSH_E2E_SSH_USER\" = alice\n" > /root/.ssh/nsh-e2e-as-alice &&
-    chmod 0755 /root/.ssh/nsh-e2e-as-alice &&
-    { grep -q nsh-e2e-as-alice /root/.ssh/config 2>/dev/null ||
-      printf "Match exec /root/.ssh/nsh-e2e-as-alice\n  User alice\n" >> /root/.ssh/config; }'
 }
 
 # slurm_cli_conf MODE: the nsh.conf text for MODE:
@@ -63,7 +42,7 @@ slurm_cli_conf() {
 slurm_cli_env() {
   BUILD_ENV=(NSH_CONFIG="$(slurm_cli_conf "$1")")
   if [ "$1" = alice ]; then
-    BUILD_ENV+=(NSH_RUNTIME_DIR="$CLI_RT" NSH_E2E_SSH_USER=alice)
+    BUILD_ENV+=(NSH_RUNTIME_DIR="$ALICE_RT" NSH_E2E_SSH_USER=alice)
   fi
 }
 

@@ -13,18 +13,20 @@
 #  4. `nsh check` passes with the config of 1.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_pbs.sh"
+. "$(dirname "$0")/lib_alice.sh"
 . "$(dirname "$0")/lib_slurm_cli.sh"
 
 TAG=$(printf %s "$NONCE" | sha256sum | cut -c1-8)
 JOBS_AT_START=$(all_job_ids)
 cleanup() {
   cancel_new_jobs "$JOBS_AT_START"
-  on_submit rm -rf "$WORK" "$CLI_RT"
+  alice_teardown
+  on_submit rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-alice_ssh_setup
+alice_setup
 
 { prelude; cat <<NIX
 let

@@ -12,6 +12,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_faults.sh"
 . "$(dirname "$0")/lib_pbs.sh"
+. "$(dirname "$0")/lib_alice.sh"
 . "$(dirname "$0")/lib_slurm_cli.sh"
 
 BG="" job=""
@@ -19,13 +20,14 @@ JOBS_AT_START=$(all_job_ids)
 cleanup() {
   stop_bg_and_job
   cancel_new_jobs "$JOBS_AT_START"
-  on_submit rm -rf "$WORK" "$CLI_RT"
+  alice_teardown
+  on_submit rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 slurm_cli_require_layout
-alice_ssh_setup
+alice_setup
 
 SUBMITTED_TO="Slurm's commands"   # for started (lib_faults.sh)
 declare -A MS

@@ -9,6 +9,7 @@
 #  3. `nsh check` passes through the login host, and stops at the commands without it.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_pbs.sh"
+. "$(dirname "$0")/lib_alice.sh"
 . "$(dirname "$0")/lib_slurm_cli.sh"
 
 TAG=$(printf %s "$NONCE" | sha256sum | cut -c1-8)

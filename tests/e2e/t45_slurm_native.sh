@@ -9,6 +9,7 @@
 #  4. `nsh check` passes, and stops at the library step when slurm-library names no file;
 #  5. through nix-daemon (nsh in its nix.conf, the daemon's own nsh.conf), alice's job again.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_alice.sh"
 . "$(dirname "$0")/lib_native.sh"
 . "$(dirname "$0")/lib_pbs.sh"   # all_job_ids, new_job_ids, job_field, cancel_new_jobs, assert_line_has
 
@@ -18,14 +19,15 @@ DAEMON_DIR=/etc/nsh-testbed/daemon-hook
 cleanup() {
   cancel_new_jobs "$JOBS_AT_START"
   "${TB[@]}" daemon-hook off >/dev/null 2>&1 || true
-  native_teardown
+  alice_teardown
   close_root_masters
   on_submit rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-native_setup
+alice_setup
+alice_ssh_always
 
 { prelude; cat <<NIX
 let
@@ -104,7 +106,7 @@ bad_case many "cpus = 70000, outside"
 
 # 3. root without job-user
 before=$(all_job_ids)
-BUILD_ENV=(NSH_CONFIG="$(printf 'job-scheduler = slurm-native\nstate-dir = %s\n' "$NATIVE_STATE")")
+BUILD_ENV=(NSH_CONFIG="$(printf 'job-scheduler = slurm-native\nstate-dir = %s\n' "$ALICE_STATE")")
 BUILD_TIMEOUT=120 nsh_build rootjob "$WORK/native.nix" -A daemon
 unset BUILD_ENV
 [ "$BUILD_RC" != 0 ] || fail "rootjob: a root hook without job-user built"
@@ -114,10 +116,10 @@ say "ok: a root hook without job-user refuses: $(grep -a -m1 -F 'set job-user' "
 
 # 4. nsh check
 set +e
-on_submit env NSH_CONFIG="$(native_conf)" NSH_RUNTIME_DIR="$NATIVE_RT" timeout 180 /opt/nsh/bin/nsh check >"$LOGS/check.log" 2>&1
+on_submit env NSH_CONFIG="$(native_conf)" NSH_RUNTIME_DIR="$ALICE_RT" timeout 180 /opt/nsh/bin/nsh check >"$LOGS/check.log" 2>&1
 rc=$?
 on_submit env NSH_CONFIG="$(native_conf 'slurm-library = /nonexistent/libslurm.so.45')" \
-  NSH_RUNTIME_DIR="$NATIVE_RT" timeout 60 /opt/nsh/bin/nsh check >"$LOGS/check-nolib.log" 2>&1
+  NSH_RUNTIME_DIR="$ALICE_RT" timeout 60 /opt/nsh/bin/nsh check >"$LOGS/check-nolib.log" 2>&1
 rc_nolib=$?
 set -e
 [ "$rc" = 0 ] || { cat "$LOGS/check.log" >&2; fail "nsh check failed ($rc) with slurm-native"; }

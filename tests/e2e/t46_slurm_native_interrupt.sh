@@ -9,6 +9,7 @@
 # disk. Reports the time from the signal to the job's end.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_faults.sh"
+. "$(dirname "$0")/lib_alice.sh"
 . "$(dirname "$0")/lib_native.sh"
 . "$(dirname "$0")/lib_pbs.sh"   # all_job_ids, new_job_ids, cancel_new_jobs
 
@@ -17,13 +18,14 @@ JOBS_AT_START=$(all_job_ids)
 cleanup() {
   stop_bg_and_job
   cancel_new_jobs "$JOBS_AT_START"
-  native_teardown
+  alice_teardown
   on_submit rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-native_setup
+alice_setup
+alice_ssh_always
 
 SUBMITTED_TO="slurmctld through libslurm"   # for started (lib_faults.sh)
 declare -A MS
