@@ -1,7 +1,7 @@
 //! The local Nix store, reached through `nix-store` (nsh links no part of Nix).
 //!
 //! Outputs are registered without taking Nix's path locks, which the waiting Nix holds
-//! (design §3): unpack the NAR at the store path, then `nix-store --register-validity
+//! while the hook runs: unpack the NAR at the store path, then `nix-store --register-validity
 //! --hash-given`, which is a database transaction and works on every Nix from 2.8 on.
 
 use std::collections::BTreeSet;

@@ -26,11 +26,29 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// What `nsh --help` adds to the subcommand list; README.md says the same at length.
+const AFTER_HELP: &str = "\
+As a build hook:
+  Nix runs `nsh <verbosity>`. Make nsh the hook with `--option build-hook /path/to/nsh`
+  (single-user Nix, root or a trusted user), or with `build-hook = /path/to/nsh` in the nix.conf of the
+  nix-daemon (then restart it; the hook runs as root, with root's ssh config).
+
+Configuration (nsh.conf, nix.conf syntax; a stronger source wins a key):
+  $NIX_CONF_DIR/nsh.conf (default /etc/nix/nsh.conf), weakest
+  the user files, of which the first listed is the strongest:
+    $XDG_CONFIG_HOME/nix/nsh.conf (default ~/.config/nix/nsh.conf), then DIR/nix/nsh.conf
+    for each DIR in $XDG_CONFIG_DIRS; or the list in $NSH_USER_CONF_FILES
+  the text of $NSH_CONFIG, strongest
+
+Diagnostics: NSH_LOG=debug (under nix-daemon: in the daemon's environment).
+Settings, derivation attributes and schedulers: README.md; a whole setup: docs/deploying.md.";
+
 #[derive(Parser)]
 #[command(
     name = "nsh",
     version,
-    about = "Nix build hook that runs each build as a batch job"
+    about = "Nix build hook that runs each build as a batch job",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]

@@ -1,7 +1,7 @@
 //! `max-queued-jobs`: a cap on this host's nsh jobs alive in the queue at once, shared by
 //! every hook process of the host.
 //!
-//! Nix starts one hook process per accepted build (design §2), so the count cannot live in
+//! Nix starts one hook process per accepted build, so the count cannot live in
 //! memory. The runtime dir holds `queue-slots/slot-<i>` for i < cap; a hook takes a slot by
 //! holding an exclusive `flock` on one of them from before the submit until its job is gone.
 //! A lock dies with its last holder, so a killed hook cannot leak a slot; the reaper

@@ -11,7 +11,7 @@
 //! Every `str` is Nix framing (u64 LE length, bytes, zero padding to 8; see
 //! [`crate::framing`]). Mirrors Nix `src/libutil/archive.cc` (`dump`, `parseDump`).
 //!
-//! The decoder sits on the trust boundary (design §5): the hook runs as root and
+//! The decoder sits on the trust boundary: the hook runs as root and
 //! writes what a cluster node sends into the store. It refuses bad magic, unknown
 //! tokens, names that are empty, `.`, `..` or contain `/` or NUL, entries that are
 //! not strictly ascending by raw bytes, non-zero padding, an `executable` marker with

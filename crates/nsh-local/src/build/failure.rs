@@ -62,10 +62,11 @@ impl Failure {
     }
 }
 
-/// A non-zero exit status of the remote `nix-store --realise`: 100 plus bit flags, of which
-/// 1 means "timed out" (Nix's `BuildResult` → exit status mapping).
+/// A non-zero exit status of the remote `nix-store --realise`. Nix (`Worker::exitStatus`)
+/// returns `0x60 | flags` (0x04 failed, 0x01 timed out, 0x02 hash mismatch, 0x08 check
+/// mismatch), so 100 is a plain failure and 101, 103, …, 111 a timeout.
 pub fn realise_failure_kind(status: i32) -> FailureKind {
-    if (100..128).contains(&status) && status & 1 == 1 {
+    if (0x60..=0x6f).contains(&status) && status & 0x01 != 0 {
         FailureKind::TimedOut
     } else {
         FailureKind::BuilderFailed
@@ -167,6 +168,8 @@ mod tests {
         assert_eq!(realise_failure_kind(104), FailureKind::BuilderFailed);
         assert_eq!(realise_failure_kind(1), FailureKind::BuilderFailed);
         assert_eq!(realise_failure_kind(129), FailureKind::BuilderFailed);
+        assert_eq!(realise_failure_kind(111), FailureKind::TimedOut);
+        assert_eq!(realise_failure_kind(113), FailureKind::BuilderFailed);
     }
 
     #[test]

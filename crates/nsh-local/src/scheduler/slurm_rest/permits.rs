@@ -1,7 +1,7 @@
 //! A bound on this host's connections to slurmrestd, shared by all of nsh's processes.
 //!
-//! slurmrestd serves at most `--max-connections` clients at once (124 by default,
-//! facts/libslurm.md) and Nix may run hundreds of hooks, each with its own client, plus
+//! slurmrestd serves at most `--max-connections` clients at once (124 by default on the
+//! testbed's releases) and Nix may run hundreds of hooks, each with its own client, plus
 //! their reapers. Every request holds one of [`MAX_CONNECTIONS`] flock'd permit files in
 //! the runtime dir (queue_slots.rs `try_take`) while its connection is open, and clients
 //! keep no idle connection (`pool_max_idle_per_host(0)` in slurm_rest.rs), so this host

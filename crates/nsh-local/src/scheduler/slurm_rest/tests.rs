@@ -1,5 +1,5 @@
 //! Unit tests of the Slurm REST backend: pure shape and mapping functions against the
-//! samples recorded in facts/testbed-sid.md and facts/testbed-generations.md, and the
+//! answers captured from the testbed's slurmrestd (22.05 and 26.05), and the
 //! HTTP side against a scripted server on 127.0.0.1.
 
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,7 @@ fn version_parse() {
     assert_eq!(v(40).to_string(), "v0.0.40");
 }
 
-/// The paths 22.05 lists (facts/testbed-generations.md): no trailing slashes.
+/// The paths 22.05 lists (captured on the bookworm testbed): no trailing slashes.
 pub(super) fn doc_2205() -> Value {
     let mut paths = serde_json::Map::new();
     for version in ["v0.0.36", "v0.0.37", "v0.0.38"] {
@@ -77,7 +77,7 @@ pub(super) fn doc_2205() -> Value {
     json!({"openapi": "3.0.2", "info": {"version": "0.0.36"}, "paths": paths})
 }
 
-/// The paths 26.05 lists (facts/testbed-sid.md): collections end with `/`.
+/// The paths 26.05 lists (captured on the sid testbed): collections end with `/`.
 pub(super) fn doc_2605() -> Value {
     let mut paths = serde_json::Map::new();
     for version in ["v0.0.42", "v0.0.43", "v0.0.44", "v0.0.45"] {
@@ -268,7 +268,7 @@ fn status(job: Value) -> JobStatus {
 
 #[test]
 fn sid_26_05_samples() {
-    // facts/testbed-sid.md, "Poll": identical on v0.0.42–45 (and 24.11's v0.0.40–42).
+    // Captured on the sid testbed: identical on v0.0.42–45 (and 24.11's v0.0.40–42).
     let done = status(
         json!({"job_id":2,"job_state":["COMPLETED"],"batch_host":"node1",
         "nodes":"node1",
@@ -331,7 +331,7 @@ fn in_queue_follows_what_squeue_lists() {
 
 #[test]
 fn bookworm_22_05_samples() {
-    // facts/testbed-generations.md, "Job state and exit code", v0.0.38.
+    // Captured on the bookworm testbed (v0.0.38): job state and exit code.
     let done = status(json!({"job_id":3,"job_state":"COMPLETED","exit_code":0,
         "batch_host":"node1","state_reason":"None"}));
     assert_eq!(
