@@ -327,6 +327,7 @@ tb_write_env() {
     printf 'NSH_TB_TORQUE_BIN=%q\n' "$TB_TORQUE_BIN"
     printf 'NSH_TB_TORQUE_LOGIN_BIN=%q\n' "$TB_TORQUE_LOGIN_BIN"
     printf 'NSH_TB_LOGIN_HOST=%q\n' "$TB_LOGIN_HOST"
+    printf 'NSH_TB_PRIVATE_NODE1_IP=%q\n' "${TB_PRIVATE_IP[node1]}"
     printf 'NSH_TB_PRIVATE_NODE2_IP=%q\n' "${TB_PRIVATE_IP[node2]}"
     printf 'NSH_TB_SLURM_VERSION=%q\n' "$slurm_version"
     printf 'NSH_TB_NIX_VERSION=%q\n' "$nix_version"
@@ -459,20 +460,24 @@ tb_daemon_hook() {
   local mode=$1 dir=/etc/nsh-testbed/daemon-hook
   tb_is_up || tb_die "testbed $TB_GEN is not up"
   case $mode in
-    on)
+    on | env)
+      # env: the hook in the daemon's NIX_CONFIG instead of its nix.conf (for Nix 2.25-2.33,
+      # which overwrite nix.conf's build-hook with their built-in default at start-up)
       mkdir -p "$TB_ROOT$dir"
-      { cat "$TB_ROOT/etc/nix/nix.conf"; echo "build-hook = /opt/nsh/bin/nsh"; } >"$TB_ROOT$dir/nix.conf"
+      { cat "$TB_ROOT/etc/nix/nix.conf"; [ "$mode" = env ] || echo "build-hook = /opt/nsh/bin/nsh"; } >"$TB_ROOT$dir/nix.conf"
       ln -sfn /etc/nix/nsh.conf "$TB_ROOT$dir/nsh.conf"
+      local -a env=(NIX_CONF_DIR=$dir)
+      [ "$mode" = on ] || env+=("NIX_CONFIG=build-hook = /opt/nsh/bin/nsh")
       tb_stop_daemon nix-daemon-submit
       tb_enter_argv submit
-      tb_start_daemon nix-daemon-submit "${TB_ENTER[@]}" /usr/bin/env NIX_CONF_DIR=$dir /usr/bin/nix-daemon
+      tb_start_daemon nix-daemon-submit "${TB_ENTER[@]}" /usr/bin/env "${env[@]}" /usr/bin/nix-daemon
       ;;
     off)
       tb_stop_daemon nix-daemon-submit
       tb_enter_argv submit
       tb_start_daemon nix-daemon-submit "${TB_ENTER[@]}" /usr/bin/nix-daemon
       ;;
-    *) tb_die "usage: testbed daemon-hook on|off" ;;
+    *) tb_die "usage: testbed daemon-hook on|env|off" ;;
   esac
   tb_wait_for 20 "nix-daemon on submit" tb_enter submit nix store ping --store daemon
   tb_log "nsh as the submit daemon's build hook: $mode"

@@ -1,7 +1,7 @@
 #!/bin/bash
 # docs/deploying.md, step by step, as far as the testbed allows: nodes without Nix (a
 # relocatable Nix in a shared directory, a store alice owns on node-local /scratch), nsh in
-# the nix-daemon's nix.conf, alice (not a trusted user) running nix-build through the daemon,
+# the nix-daemon's nix.conf (NIX_CONFIG on Nix 2.25-2.33), alice (not a trusted user) running nix-build through the daemon,
 # root's ssh config logging in as alice with node2 reachable only through node1 (ProxyJump;
 # `private-link on`: submit has no route to node2's address there), host keys gathered in bulk
 # through the login host into root's known_hosts (the global one is not used), the job pinned
@@ -10,9 +10,16 @@
 #     so; 2.8 says nothing) and nothing is submitted;
 #  2. before the bulk step, ssh to node2 fails on its host key; after it, it logs in as alice
 #     on node2 through node1;
-#  3. alice's build succeeds on node2 with the right content, CPUs and memory of the guide's
-#     example shape for this REST version, her output valid in the local store;
-#  4. the same config without ProxyJump fails, naming the connection problem, and leaves no job.
+#  3. on Nix 2.25-2.33, build-hook in the daemon's nix.conf is ignored (nothing submitted),
+#     so there the hook goes in the daemon's NIX_CONFIG (`daemon-hook env`). Alice's build
+#     succeeds on node2 with the right content, and the CPUs and memory of the guide's example
+#     shape for this REST version; her output is valid in the local store. The daemon does not
+#     re-read nix.conf: after the line is removed, without a restart, builds still use nsh;
+#  4. the same config without ProxyJump fails, naming the connection problem, and leaves no job;
+#  5. a login host that takes no new logins (a stand-in for MFA: root's key is accepted there
+#     only from node1's own private address, i.e. for the hop on to node2) works while a
+#     ControlPersist master to it, opened by hand with ControlPath in root's config, is up (the
+#     ProxyJump hop reuses it), and fails (cannot open an SSH connection) once that master is gone.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_alice.sh"   # ALICE_STATE, ALICE_STORE, close_root_masters
 . "$(dirname "$0")/lib_pbs.sh"     # all_job_ids, new_job_ids, job_field, cancel_new_jobs
@@ -23,7 +30,8 @@ DAEMON_DIR=/etc/nsh-testbed/daemon-hook
 AWORK=/home/alice/e2e-$TEST-$NONCE
 TAG=$(printf %s "$NONCE" | sha256sum | cut -c1-8)
 JOBS_AT_START=$(all_job_ids)
-SAVED=(/root/.ssh/config /root/.ssh/known_hosts)
+SAVED=(/root/.ssh/config /root/.ssh/known_hosts /home/alice/.ssh/authorized_keys)
+CM=/root/.ssh/cm-t50-%C   # the hand-opened master's socket (ssh expands %C)
 
 # Pinning to node2: the admin's required_nodes; v0.0.38 (Slurm 22.05) refuses that key
 # ("Disabled key"), so there node1 is drained for the test instead.
@@ -33,9 +41,11 @@ cleanup() {
   [ -n "$PIN" ] || on_submit scontrol update NodeName=node1 State=RESUME >/dev/null 2>&1 || true
   "${TB[@]}" daemon-hook off >/dev/null 2>&1 || echo "  [$TEST] WARNING: daemon-hook off failed" >&2
   close_root_masters
+  on_submit sh -c 'for s in /root/.ssh/cm-t50-*; do [ -S "$s" ] && ssh -S "$s" -O exit x 2>/dev/null; done; true' || true
   local f
   for f in "${SAVED[@]}"; do
-    on_submit sh -c "rm -f '$f'; if [ -e '$f.t50-saved' ]; then mv '$f.t50-saved' '$f'; fi" || true
+    # cat into place: the file keeps its owner and mode (authorized_keys is alice's)
+    on_submit sh -c "if [ -e '$f.t50-saved' ]; then cat '$f.t50-saved' > '$f' && rm -f '$f.t50-saved'; else rm -f '$f'; fi" || true
   done
   "${TB[@]}" nix-on-nodes on >/dev/null 2>&1 || echo "  [$TEST] WARNING: nix-on-nodes on failed" >&2
   "${TB[@]}" private-link off >/dev/null 2>&1 || echo "  [$TEST] WARNING: private-link off failed" >&2
@@ -61,7 +71,8 @@ $(prelude)
 let job = name: mk { name = "\${name}-$TAG"; requiredSystemFeatures = [ "nsh" ];
   extraSlurmParams = builtins.toJSON { cpus_per_task = 2; memory_per_node = $mem; };
   script = "echo built-by-alice; echo guide > \$out"; };
-in { ignored = job "ignored"; ok = job "ok"; direct = job "direct"; }
+in { ignored = job "ignored"; lost = job "lost"; ok = job "ok"; reread = job "reread"; direct = job "direct";
+     mfa = job "mfa"; nomaster = job "nomaster"; }
 NIX
 
 # 1. alice's --option build-hook, the daemon without nsh in its nix.conf
@@ -71,7 +82,7 @@ BUILD_TIMEOUT=120 alice_build ignored "$AWORK/guide.nix" -A ignored --option bui
 [ "$BUILD_RC" != 0 ] || fail "ignored: the build succeeded without nsh"
 refute_log ignored 'as job [0-9]'
 [ -z "$(new_job_ids "$before")" ] || fail "ignored: a job was submitted"
-if [ "$(printf '%s\n' 2.22 "$NSH_TB_NIX_VERSION" | sort -V | head -n1)" = 2.22 ]; then
+if [ "$(printf '%s\n' 2.22 "$NSH_TB_NIX_VERSION" | sort -V | head -n1)" = 2.22 ]; then  # Nix >= 2.22
   assert_log ignored "ignoring the client-specified setting 'build-hook', because it is a restricted setting and you are not a trusted user"
 fi
 say "ok: alice's --option build-hook ignored (Nix $NSH_TB_NIX_VERSION): $(grep -a -m1 -E "ignoring the client|required to build" "$LOGS/ignored.log" | cut -c1-140)"
@@ -88,8 +99,9 @@ on_submit sh -c "mkdir -p $ALICE_STATE && chown alice:alice $ALICE_STATE && chmo
 
 # Root's ssh config (the guide's block; UserKnownHostsFile only, no global file).
 ssh_config() {
-  local jump=$1
+  local jump=$1 master=${2:-}
   printf '%s\n' 'Host node1' '  User alice' '  IdentityFile /root/.ssh/id_ed25519' \
+    ${master:+'  ControlMaster auto' "  ControlPath $CM" '  ControlPersist 600'} \
     '  UserKnownHostsFile /root/.ssh/known_hosts' '  GlobalKnownHostsFile /dev/null' \
     'Host node2' "  HostName $PRIV" '  HostKeyAlias node2' ${jump:+"  ProxyJump $jump"} \
     '  User alice' '  IdentityFile /root/.ssh/id_ed25519' \
@@ -113,14 +125,31 @@ who=$(on_submit ssh -o BatchMode=yes node2 'echo $(id -un)@$(cat /proc/sys/kerne
 [ "$who" = alice@node2 ] || fail "ssh node2 through node1 is '$who', expected alice@node2"
 say "ok: host keys gathered through node1; ssh node2 (via $PRIV) is $who"
 
-# 3. the daemon's nix.conf and nsh.conf, alice's build on node2
-"${TB[@]}" daemon-hook on >/dev/null
+# 3. the daemon's nix.conf and nsh.conf, alice's build on node2. Nix 2.25-2.33 lose
+# nix.conf's build-hook (checked first), so there the guide puts it in the daemon's NIX_CONFIG.
+daemon_nsh_conf() {
+  { on_submit cat /etc/nix/nsh.conf | grep -v '^slurm-jwt-token'
+    printf '%s\n' "slurm-jwt-token = $(on_submit cat "$NSH_TB_TOKEN_ALICE")" \
+      "state-dir = $ALICE_STATE" "remote-store = $ALICE_STORE" "remote-nix-bin-dir = $RELOC" \
+      'mandatory-system-features = nsh' "$PIN"
+  } | on_submit sh -c "rm -f $DAEMON_DIR/nsh.conf && umask 077 && cat > $DAEMON_DIR/nsh.conf"
+}
 [ -n "$PIN" ] || on_submit scontrol update NodeName=node1 State=DRAIN Reason=t50-pin
-{ on_submit cat /etc/nix/nsh.conf | grep -v '^slurm-jwt-token'
-  printf '%s\n' "slurm-jwt-token = $(on_submit cat "$NSH_TB_TOKEN_ALICE")" \
-    "state-dir = $ALICE_STATE" "remote-store = $ALICE_STORE" "remote-nix-bin-dir = $RELOC" \
-    'mandatory-system-features = nsh' "$PIN"
-} | on_submit sh -c "rm -f $DAEMON_DIR/nsh.conf && umask 077 && cat > $DAEMON_DIR/nsh.conf"
+nix_at_least() { [ "$(printf '%s\n' "$1" "$NSH_TB_NIX_VERSION" | sort -V | head -n1)" = "$1" ]; }
+MODE=on
+if nix_at_least 2.25 && ! nix_at_least 2.34; then
+  MODE=env
+  "${TB[@]}" daemon-hook on >/dev/null
+  daemon_nsh_conf
+  before=$(all_job_ids)
+  BUILD_TIMEOUT=120 alice_build lost "$AWORK/guide.nix" -A lost
+  [ "$BUILD_RC" != 0 ] || fail "lost: built without nsh?"
+  refute_log lost 'as job [0-9]'
+  [ -z "$(new_job_ids "$before")" ] || fail "lost: a job was submitted"
+  say "ok: Nix $NSH_TB_NIX_VERSION ignores build-hook in the daemon's nix.conf: $(grep -a -m1 'required to build' "$LOGS/lost.log" | cut -c1-100)"
+fi
+"${TB[@]}" daemon-hook $MODE >/dev/null
+daemon_nsh_conf
 alice_build ok "$AWORK/guide.nix" -A ok
 assert_rc 0 ok
 assert_log ok '^built-by-alice'
@@ -137,6 +166,16 @@ user=$(job_field "$job" UserId); cpus=$(job_field "$job" NumCPUs); mem=$(job_fie
 [ "$(job_field "$job" NodeList)" = node2 ] || fail "job $job ran on $(job_field "$job" NodeList), expected node2"
 say "ok: alice's build $out through the daemon, job $job on node2 (UserId=$user NumCPUs=$cpus MinMemoryNode=$mem)"
 
+# 3b. the daemon read nix.conf when it started and does not again: with the build-hook line
+# gone but no restart, alice's next build still goes through nsh
+if [ $MODE = on ]; then
+  on_submit sed -i '/^build-hook/d' "$DAEMON_DIR/nix.conf"
+  alice_build reread "$AWORK/guide.nix" -A reread
+  assert_rc 0 reread
+  assert_log reread 'as job [0-9]+'
+  say "ok: build-hook removed from the daemon's nix.conf, no restart: still built through nsh (job $(job_ids reread | tail -n1))"
+fi
+
 # 4. negative control: no ProxyJump
 ssh_config "" | on_submit sh -c 'cat > /root/.ssh/config'
 close_root_masters
@@ -150,4 +189,27 @@ new=$(new_job_ids "$before")
 [ -n "$new" ] || fail "direct: no job was submitted (expected one, then cancelled)"
 assert_jobs_gone 30 $new
 say "ok: without ProxyJump: $(grep -a -m1 -E 'Network is unreachable' "$LOGS/direct.log" | cut -c1-160)"
+
+# 5. the login host takes no new logins; a master opened by hand (while it still did) carries
+# the ProxyJump hop
+ssh_config node1 master | on_submit sh -c 'cat > /root/.ssh/config'
+close_root_masters
+on_submit ssh -o BatchMode=yes -fN node1
+on_submit ssh -O check node1 2>/dev/null || fail "no master to node1 after ssh -fN"
+pub=$(on_submit cut -d' ' -f2 /root/.ssh/id_ed25519.pub)
+on_submit sh -c "sed 's|^ssh-ed25519 $pub|from=\"$NSH_TB_PRIVATE_NODE1_IP\" &|' /home/alice/.ssh/authorized_keys.t50-saved > /home/alice/.ssh/authorized_keys"
+if on_submit ssh -o BatchMode=yes -o ControlPath=none node1 true 2>/dev/null; then fail "node1 still takes new logins"; fi
+alice_build mfa "$AWORK/guide.nix" -A mfa
+assert_rc 0 mfa
+assert_log mfa 'job [0-9]+ is running on node2'
+say "ok: login host refusing new logins: built through the hand-opened master (job $(job_ids mfa | tail -n1))"
+on_submit ssh -O exit node1 2>/dev/null
+close_root_masters
+before=$(all_job_ids)
+BUILD_TIMEOUT=180 alice_build nomaster "$AWORK/guide.nix" -A nomaster
+[ "$BUILD_RC" != 0 ] || fail "nomaster: built with no master and node1 refusing logins"
+assert_log nomaster "cannot open an SSH connection to 'node2'"
+new=$(new_job_ids "$before")
+[ -z "$new" ] || assert_jobs_gone 30 $new
+say "ok: once the master is gone: $(grep -a -m1 -F "cannot open an SSH connection to 'node2'" "$LOGS/nomaster.log" | cut -c1-200)"
 assert_no_live_jobs
