@@ -327,6 +327,8 @@ tb_write_env() {
     printf 'NSH_TB_TORQUE_BIN=%q\n' "$TB_TORQUE_BIN"
     printf 'NSH_TB_TORQUE_LOGIN_BIN=%q\n' "$TB_TORQUE_LOGIN_BIN"
     printf 'NSH_TB_LOGIN_HOST=%q\n' "$TB_LOGIN_HOST"
+    printf 'NSH_TB_PRIVATE_NODE1_IP=%q\n' "${TB_PRIVATE_IP[node1]}"
+    printf 'NSH_TB_PRIVATE_NODE2_IP=%q\n' "${TB_PRIVATE_IP[node2]}"
     printf 'NSH_TB_SLURM_VERSION=%q\n' "$slurm_version"
     printf 'NSH_TB_NIX_VERSION=%q\n' "$nix_version"
     printf 'NSH_TB_EXEC=%q\n' "$TB_REPO/scripts/testbed exec --generation $TB_GEN"
@@ -458,23 +460,58 @@ tb_daemon_hook() {
   local mode=$1 dir=/etc/nsh-testbed/daemon-hook
   tb_is_up || tb_die "testbed $TB_GEN is not up"
   case $mode in
-    on)
+    on | env)
+      # env: the hook in the daemon's NIX_CONFIG instead of its nix.conf (for Nix 2.25-2.33,
+      # which overwrite nix.conf's build-hook with their built-in default at start-up)
       mkdir -p "$TB_ROOT$dir"
-      { cat "$TB_ROOT/etc/nix/nix.conf"; echo "build-hook = /opt/nsh/bin/nsh"; } >"$TB_ROOT$dir/nix.conf"
+      { cat "$TB_ROOT/etc/nix/nix.conf"; [ "$mode" = env ] || echo "build-hook = /opt/nsh/bin/nsh"; } >"$TB_ROOT$dir/nix.conf"
       ln -sfn /etc/nix/nsh.conf "$TB_ROOT$dir/nsh.conf"
+      local -a env=(NIX_CONF_DIR=$dir)
+      [ "$mode" = on ] || env+=("NIX_CONFIG=build-hook = /opt/nsh/bin/nsh")
       tb_stop_daemon nix-daemon-submit
       tb_enter_argv submit
-      tb_start_daemon nix-daemon-submit "${TB_ENTER[@]}" /usr/bin/env NIX_CONF_DIR=$dir /usr/bin/nix-daemon
+      tb_start_daemon nix-daemon-submit "${TB_ENTER[@]}" /usr/bin/env "${env[@]}" /usr/bin/nix-daemon
       ;;
     off)
       tb_stop_daemon nix-daemon-submit
       tb_enter_argv submit
       tb_start_daemon nix-daemon-submit "${TB_ENTER[@]}" /usr/bin/nix-daemon
       ;;
-    *) tb_die "usage: testbed daemon-hook on|off" ;;
+    *) tb_die "usage: testbed daemon-hook on|env|off" ;;
   esac
   tb_wait_for 20 "nix-daemon on submit" tb_enter submit nix store ping --store daemon
   tb_log "nsh as the submit daemon's build hook: $mode"
+}
+
+# Adds (on) or removes (off) a private link between node1 and node2 and an sshd listening on
+# node2's end of it, as on a cluster whose nodes only the login host reaches: submit has no
+# route to that address, so `ssh` from submit gets there only with `ProxyJump node1`.
+tb_private_link() {
+  local mode=$1 n1=${TB_NETNS[node1]} n2=${TB_NETNS[node2]}
+  tb_is_up || tb_die "testbed $TB_GEN is not up"
+  case $mode in
+    on)
+      ip -n "$n1" link show priv0 >/dev/null 2>&1 ||
+        ip link add priv0 netns "$n1" type veth peer name priv0 netns "$n2"
+      ip -n "$n1" addr replace "${TB_PRIVATE_IP[node1]}/24" dev priv0
+      ip -n "$n2" addr replace "${TB_PRIVATE_IP[node2]}/24" dev priv0
+      ip -n "$n1" link set priv0 up
+      ip -n "$n2" link set priv0 up
+      tb_daemon_alive sshd-node2-private || {
+        tb_enter_argv node2
+        tb_start_daemon sshd-node2-private "${TB_ENTER[@]}" /usr/sbin/sshd -D -e \
+          -o "ListenAddress=${TB_PRIVATE_IP[node2]}" -o PidFile=none
+      }
+      tb_wait_for 20 "sshd on ${TB_PRIVATE_IP[node2]}" tb_enter node1 \
+        bash -c "exec 3<>/dev/tcp/${TB_PRIVATE_IP[node2]}/22"
+      ;;
+    off)
+      tb_stop_daemon sshd-node2-private
+      ip -n "$n1" link del priv0 2>/dev/null || true
+      ;;
+    *) tb_die "usage: testbed private-link on|off" ;;
+  esac
+  tb_log "private link node1 <-> node2 (${TB_PRIVATE_IP[node2]}): $mode"
 }
 
 tb_status() {

@@ -57,6 +57,11 @@ tb_select_generation() {
   TB_TORQUE_BIN=/opt/torque/bin
   TB_TORQUE_LOGIN_BIN=/opt/torque-login/bin
   TB_LOGIN_HOST=node1
+  # `private-link on`: a link of its own between node1 and node2, with an sshd on node2's end,
+  # so that address is reachable from node1 (the login host) only (172.16-18, per generation)
+  local private
+  case $TB_GEN in sid) private=16 ;; bookworm) private=17 ;; trixie) private=18 ;; esac
+  declare -gA TB_PRIVATE_IP=([node1]=172.$private.$idx.11 [node2]=172.$private.$idx.12)
 }
 
 tb_t0=$(date +%s%N)
