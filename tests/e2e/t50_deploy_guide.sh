@@ -72,7 +72,7 @@ let job = name: mk { name = "\${name}-$TAG"; requiredSystemFeatures = [ "nsh" ];
   extraSlurmParams = builtins.toJSON { cpus_per_task = 2; memory_per_node = $mem; };
   script = "echo built-by-alice; echo guide > \$out"; };
 in { ignored = job "ignored"; lost = job "lost"; ok = job "ok"; reread = job "reread"; direct = job "direct";
-     mfa = job "mfa"; nomaster = job "nomaster"; }
+     mfa = job "mfa"; nomaster = job "nomaster"; badconf = job "badconf"; }
 NIX
 
 # 1. alice's --option build-hook, the daemon without nsh in its nix.conf
@@ -175,6 +175,17 @@ if [ $MODE = on ]; then
   assert_log reread 'as job [0-9]+'
   say "ok: build-hook removed from the daemon's nix.conf, no restart: still built through nsh (job $(job_ids reread | tail -n1))"
 fi
+
+# 3c. an error before nsh takes the build (here: the daemon's nsh.conf) reaches alice's
+# nix-build, not only the daemon's stderr (nsh sends it as an @nix message)
+on_submit sh -c "echo 'slurm-api-hots = x' >> $DAEMON_DIR/nsh.conf"
+before=$(all_job_ids)
+BUILD_TIMEOUT=120 alice_build badconf "$AWORK/guide.nix" -A badconf
+[ "$BUILD_RC" != 0 ] || fail "badconf: built with a broken nsh.conf"
+assert_log badconf "unknown setting 'slurm-api-hots' \\(did you mean 'slurm-api-host'\\?\\)"
+[ -z "$(new_job_ids "$before")" ] || fail "badconf: a job was submitted"
+daemon_nsh_conf
+say "ok: a config error under the daemon shows in alice's nix-build: $(grep -a -m1 -F "slurm-api-hots" "$LOGS/badconf.log" | cut -c1-160)"
 
 # 4. negative control: no ProxyJump
 ssh_config "" | on_submit sh -c 'cat > /root/.ssh/config'

@@ -1,8 +1,9 @@
 //! What the user sees: Nix's structured log messages on stderr and the build log on fd 4.
 //!
-//! After `# accept`, Nix drops plain stderr lines and shows only `@nix {json}` lines
-//! (facts: nix-hook-protocol §4), so every message nsh prints goes through here. Before the
-//! reply, plain lines are shown; [`Ui::plain`] is for that phase.
+//! After `# accept`, Nix drops plain stderr lines and shows only `@nix {json}` lines, so
+//! every message nsh prints goes through here as one. Before the reply Nix shows plain
+//! lines too, but only on its own stderr (the daemon's, under nix-daemon); tracing's
+//! diagnostics ([`PlainStderr`]) go that way.
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -59,14 +60,13 @@ impl Ui {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// A message at `level`, shown the way Nix shows its own.
+    /// A message at `level`, shown the way Nix shows its own. Always an `@nix` message, also
+    /// before the reply: Nix copies a plain line then to its own stderr, which under
+    /// nix-daemon is the daemon's journal, while an `@nix` message goes through Nix's logger
+    /// to the client that runs the build (every Nix from 2.8 on parses them there).
     pub fn msg(&self, level: u8, text: &str) {
-        if self.accepted() {
-            let line = serde_json::json!({"action": "msg", "level": level, "msg": text});
-            emit(&format!("@nix {line}\n"));
-        } else {
-            emit(&plain_line(text));
-        }
+        let line = serde_json::json!({"action": "msg", "level": level, "msg": text});
+        emit(&format!("@nix {line}\n"));
     }
 
     pub fn error(&self, text: &str) {
