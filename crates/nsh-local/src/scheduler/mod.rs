@@ -203,6 +203,11 @@ pub trait Scheduler: Send + Sync {
     fn name(&self) -> &'static str;
     /// The kind of an error this backend returned (looked for anywhere in its chain).
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind;
+    /// Whether a rejected credential was replaced by a renewed one (re-read from nsh.conf's
+    /// sources) since the last call; only the Slurm REST backend renews.
+    fn take_token_renewal(&self) -> bool {
+        false
+    }
 }
 
 /// Checks a host name the scheduler gave before it reaches `ssh` or a message: letters,
