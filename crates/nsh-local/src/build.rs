@@ -302,7 +302,12 @@ impl Build<'_> {
                     return Err(failure::job_ended(&self.job, Some(host), &st, true));
                 }
                 Ok(_) => {}
-                Err(e) => note.poll_failed(self.ui, self.config, &self.job, sched.error_kind(&e)),
+                Err(e) => note.poll_failed(
+                    self.ui,
+                    self.config,
+                    &self.job,
+                    sched.rejects_credentials(&e),
+                ),
             }
             match tokio::time::timeout(Duration::from_secs(20), self.connect(slot, host, false))
                 .await

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::queue_slots::Slot;
 use nsh_wire::agent_protocol::LEASE;
 
-use crate::scheduler::{ErrorKind, JobId, JobState, Scheduler};
+use crate::scheduler::{JobId, JobState, Scheduler};
 
 /// How long the reaper tries to reach slurmrestd and cancel: outlasts a slurmrestd restart
 /// or upgrade with room to spare.
@@ -140,7 +140,7 @@ pub fn run<S: Scheduler>(
         if cancel {
             let mut auth_deadline = None;
             while let Err(e) = sched.cancel(&job).await {
-                let until = if sched.error_kind(&e) == ErrorKind::Auth {
+                let until = if sched.rejects_credentials(&e) {
                     *auth_deadline.get_or_insert_with(|| {
                         tracing::warn!(%job, "cancel refused, the token was rejected: {e:#}; \
                             the agent's lease ends the job");

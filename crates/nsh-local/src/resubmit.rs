@@ -57,7 +57,7 @@ pub async fn run<S: Scheduler>(
         };
         let job = build.job.clone();
         if let Err(e) = sched.cancel(&job).await {
-            let how = if sched.error_kind(&e) == crate::scheduler::ErrorKind::Auth {
+            let how = if sched.rejects_credentials(&e) {
                 "; the agent was told to stop, which ends the job (at the latest its lease \
                  does, within a minute)"
             } else {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::Config;
 use crate::nix_log::Ui;
-use crate::scheduler::{ErrorKind, JobId, Scheduler};
+use crate::scheduler::{JobId, Scheduler};
 
 /// What a status poll's error means while the agent serves the build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +25,11 @@ pub struct TokenNote {
 }
 
 impl TokenNote {
-    /// The verdict on an error of `kind` from a status poll while the agent serves; the
-    /// build goes on either way.
-    pub fn verdict(&self, kind: ErrorKind) -> PollVerdict {
-        if kind == ErrorKind::Auth && !self.told.swap(true, Ordering::SeqCst) {
+    /// The verdict on a status poll's error while the agent serves (`rejected`: the
+    /// scheduler refused the credentials, [`Scheduler::rejects_credentials`]); the build
+    /// goes on either way.
+    pub fn verdict(&self, rejected: bool) -> PollVerdict {
+        if rejected && !self.told.swap(true, Ordering::SeqCst) {
             PollVerdict::WarnExpired
         } else {
             PollVerdict::Ignore
@@ -39,8 +40,8 @@ impl TokenNote {
 impl TokenNote {
     /// A status poll of `job` failed while the agent serves: tells the user once if the
     /// token was rejected; never an error.
-    pub fn poll_failed(&self, ui: &Ui, config: &Config, job: &JobId, kind: ErrorKind) {
-        if self.verdict(kind) == PollVerdict::WarnExpired {
+    pub fn poll_failed(&self, ui: &Ui, config: &Config, job: &JobId, rejected: bool) {
+        if self.verdict(rejected) == PollVerdict::WarnExpired {
             ui.warn(&expired_message(config, job));
         }
     }
@@ -57,11 +58,12 @@ impl TokenNote {
     ) {
         if let Err(e) = sched.status(job).await {
             tracing::debug!(%job, "end-of-build status: {e:#}");
-            self.poll_failed(ui, config, job, sched.error_kind(&e));
+            self.poll_failed(ui, config, job, sched.rejects_credentials(&e));
         }
         if sched.take_token_renewal() {
             ui.info(&format!(
-                "nsh: job {job}: slurmrestd rejected the token nsh started with; nsh re-read                  slurm-jwt-token from nsh.conf's files and continues with the renewed one"
+                "nsh: job {job}: slurmrestd rejected the token nsh started with; nsh re-read \
+                 slurm-jwt-token from nsh.conf's files and continues with the renewed one"
             ));
         }
     }
@@ -77,11 +79,10 @@ pub fn expired_message(config: &Config, job: &JobId) -> String {
         .unwrap_or_default();
     format!(
         "nsh: job {job}: slurmrestd rejected slurm-jwt-token{origin}: it has probably expired. \
-         The build goes on (the agent reports its end), but nsh cannot query or cancel the \
-         job until the token is renewed (a cancel falls back to stopping the agent, and its \
-         lease ends the job). Renew it with `scontrol token lifespan=SECONDS` and write the \
-         SLURM_JWT=... line into the file that sets it; running hooks re-read it (README, \
-         Schedulers, Slurm REST, Authentication)"
+         The build goes on (the agent reports its end), but until the token is renewed nsh \
+         cannot query or cancel jobs: a Ctrl-C then ends the job through the agent's 60 s \
+         lease. Renew it with `scontrol token lifespan=SECONDS` and write the new token into \
+         that file; running hooks re-read it (README: Schedulers, Slurm REST, Authentication)"
     )
 }
 
@@ -92,10 +93,10 @@ mod tests {
     #[test]
     fn auth_while_serving_warns_once_and_never_fails() {
         let note = TokenNote::default();
-        assert_eq!(note.verdict(ErrorKind::Transient), PollVerdict::Ignore);
-        assert_eq!(note.verdict(ErrorKind::Gone), PollVerdict::Ignore);
-        assert_eq!(note.verdict(ErrorKind::Auth), PollVerdict::WarnExpired);
-        assert_eq!(note.verdict(ErrorKind::Auth), PollVerdict::Ignore);
+        assert_eq!(note.verdict(false), PollVerdict::Ignore);
+        assert_eq!(note.verdict(true), PollVerdict::WarnExpired);
+        assert_eq!(note.verdict(true), PollVerdict::Ignore);
+        assert_eq!(note.verdict(false), PollVerdict::Ignore);
     }
 
     #[test]

@@ -218,6 +218,13 @@ impl Scheduler for Backend {
         }
     }
 
+    fn rejects_credentials(&self, e: &anyhow::Error) -> bool {
+        match self {
+            Backend::SlurmRest(s) => s.rejects_credentials(e),
+            _ => self.error_kind(e) == ErrorKind::Auth,
+        }
+    }
+
     fn take_token_renewal(&self) -> bool {
         match self {
             Backend::SlurmRest(s) => s.take_renewal(),

@@ -208,6 +208,12 @@ pub trait Scheduler: Send + Sync {
     fn take_token_renewal(&self) -> bool {
         false
     }
+    /// Whether `e` says the scheduler refused nsh's credentials, even if only probably
+    /// (Slurm 22.05–23.11 answer an expired token with a 500 a lost slurmctld could also
+    /// cause, which counts as [`ErrorKind::Transient`]).
+    fn rejects_credentials(&self, e: &anyhow::Error) -> bool {
+        self.error_kind(e) == ErrorKind::Auth
+    }
 }
 
 /// Checks a host name the scheduler gave before it reaches `ssh` or a message: letters,

@@ -791,6 +791,15 @@ impl Scheduler for SlurmRest {
             .unwrap_or(ErrorKind::Other)
     }
 
+    fn rejects_credentials(&self, e: &anyhow::Error) -> bool {
+        e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<Error>(),
+                Some(Error::TokenRejected { .. } | Error::BadToken(_))
+            )
+        })
+    }
+
     fn describe(&self) -> String {
         if self.version.is_supported() {
             format!("slurmrestd at {} ({})", self.base_url, self.version)

@@ -83,3 +83,42 @@ async fn an_unchanged_token_is_an_auth_error_and_reread_at_most_every_few_second
     );
     assert!(!rest.take_renewal());
 }
+
+/// Captured from slurmrestd 22.05.8 (v0.0.38) with a token whose lifespan had run out:
+/// `GET …/job/1` and `DELETE …/job/1`, both HTTP 500.
+const EXPIRED_22_05_GET: &str = r#"{"meta":{"plugin":{"type":"openapi\/v0.0.38","name":"Slurm OpenAPI v0.0.38"},"Slurm":{"version":{"major":22,"micro":8,"minor":5},"release":"22.05.8"}},"errors":[{"description":"Unable to find JobId=1","error_number":-1,"error":"Unspecified error","source":"slurm_load_job"}],"jobs":[]}"#;
+const EXPIRED_22_05_DELETE: &str = r#"{"meta":{"plugin":{"type":"openapi\/v0.0.38","name":"Slurm OpenAPI v0.0.38"},"Slurm":{"version":{"major":22,"micro":8,"minor":5},"release":"22.05.8"}},"errors":[{"description":"unable to kill JobId=1 with signal 9: Zero Bytes were transmitted or received","error_number":5005,"error":"Zero Bytes were transmitted or received","source":"slurm_kill_job"}]}"#;
+
+#[tokio::test]
+async fn an_expired_token_on_22_05_is_a_probable_rejection_that_renews() {
+    let old = token_for("alice");
+    let new = format!("{old}renewed");
+    let good = new.clone();
+    let server = slurmrestd(super::tests::doc_2205(), move |r| {
+        if r.header("x-slurm-user-token") == Some(good.as_str()) {
+            return Some((200, r#"{"errors":[]}"#.into()));
+        }
+        let body = if r.method == "DELETE" {
+            EXPIRED_22_05_DELETE
+        } else {
+            EXPIRED_22_05_GET
+        };
+        Some((500, body.into()))
+    })
+    .await;
+    let rest = SlurmRest::connect("127.0.0.1", server.port, &old, None)
+        .await
+        .unwrap();
+    for e in [
+        rest.status(&JobId("1".into())).await.unwrap_err(),
+        rest.cancel(&JobId("1".into())).await.unwrap_err(),
+    ] {
+        // Transient for the polls (a lost slurmctld answers alike), but a rejection.
+        assert_eq!(rest.error_kind(&e), ErrorKind::Transient, "{e:#}");
+        assert!(rest.rejects_credentials(&e), "{e:#}");
+    }
+    let source = new.clone();
+    let rest = rest.with_token_source(Arc::new(move || Ok(source.clone())));
+    rest.cancel(&JobId("1".into())).await.unwrap();
+    assert!(rest.take_renewal());
+}
