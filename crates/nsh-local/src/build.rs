@@ -4,6 +4,7 @@
 
 mod failure;
 mod outputs;
+mod token_note;
 
 pub use failure::{Failure, FailureKind};
 
@@ -90,6 +91,7 @@ impl Build<'_> {
             Err(e) => return Err(self.first_contact_failed(sched, &host, e).await),
         };
         let mut log = LogCopy::default();
+        let note = token_note::TokenNote::default();
         // A lost channel (SSH dropped, master killed) is not a lost build: the agent keeps
         // building for its lease, so reconnect and carry on where we were.
         let result = loop {
@@ -99,7 +101,7 @@ impl Build<'_> {
                         "nsh: job {} on {host}: {:#}; reconnecting",
                         self.job, f.error
                     ));
-                    match self.reconnect(sched, &mut slot, &host).await {
+                    match self.reconnect(sched, &mut slot, &host, &note).await {
                         Ok(c) => chan = c,
                         Err(f) => break Err(f),
                     }
@@ -164,6 +166,8 @@ impl Build<'_> {
             let _ = tokio::time::timeout(Duration::from_secs(10), rm).await;
         }
         if result.is_ok() {
+            note.after_build(sched, self.ui, self.config, &self.job)
+                .await;
             match bye {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => self.ui.warn(&format!(
@@ -287,15 +291,23 @@ impl Build<'_> {
         sched: &S,
         slot: &mut Slot,
         host: &str,
+        note: &token_note::TokenNote,
     ) -> Result<AgentChannel, Failure> {
         let deadline = Instant::now() + RECONNECT_WINDOW;
         let mut last = None;
         while Instant::now() < deadline {
             // An agent that died ends its job: then there is nothing to reconnect to.
-            if let Ok(st) = sched.status(&self.job).await
-                && !matches!(st.state, JobState::Running | JobState::Pending)
-            {
-                return Err(failure::job_ended(&self.job, Some(host), &st, true));
+            match sched.status(&self.job).await {
+                Ok(st) if !matches!(st.state, JobState::Running | JobState::Pending) => {
+                    return Err(failure::job_ended(&self.job, Some(host), &st, true));
+                }
+                Ok(_) => {}
+                Err(e) => note.poll_failed(
+                    self.ui,
+                    self.config,
+                    &self.job,
+                    sched.rejects_credentials(&e),
+                ),
             }
             match tokio::time::timeout(Duration::from_secs(20), self.connect(slot, host, false))
                 .await

@@ -12,6 +12,10 @@
 //! that waits forever on an API that is gone for good piles up; a job that starts after it
 //! gave up ends on its own: no hook renews its agent's lease (nsh-wire agent_protocol.rs `LEASE`).
 //!
+//! A rejected token (expired while the build ran) is retried only for [`AUTH_PATIENCE`],
+//! each attempt re-reading the token (a site timer may have renewed it): the agent's
+//! lease ends the job within that time without any cancel.
+//!
 //! With `max-queued-jobs`, the reaper also holds the hook's queue slot (queue_slots.rs):
 //! it inherits the locked file as fd 3 and exits only once the job has left the queue
 //! (or after [`GONE_PATIENCE`]), so the cap counts jobs, not hooks.
@@ -26,11 +30,17 @@ use anyhow::{Context, Result};
 use tokio::time::Instant;
 
 use crate::queue_slots::Slot;
+use nsh_wire::agent_protocol::LEASE;
+
 use crate::scheduler::{JobId, JobState, Scheduler};
 
 /// How long the reaper tries to reach slurmrestd and cancel: outlasts a slurmrestd restart
 /// or upgrade with room to spare.
 pub const PATIENCE: Duration = Duration::from_secs(30 * 60);
+/// How long the reaper keeps trying once the scheduler rejected its token (each attempt
+/// re-reads the token, so a renewal that lands meanwhile still cancels at once): by then
+/// the agent's lease, not renewed by the dead hook, has ended the job anyway.
+pub const AUTH_PATIENCE: Duration = Duration::from_secs(LEASE.as_secs() + 30);
 /// Longest pause between two attempts.
 pub const MAX_PAUSE: Duration = Duration::from_secs(2);
 /// How long a slot is held for a job that is still listed after its end (completing:
@@ -128,8 +138,18 @@ pub fn run<S: Scheduler>(
             }
         };
         if cancel {
+            let mut auth_deadline = None;
             while let Err(e) = sched.cancel(&job).await {
-                pause.wait_or(deadline, e).await?;
+                let until = if sched.rejects_credentials(&e) {
+                    *auth_deadline.get_or_insert_with(|| {
+                        tracing::warn!(%job, "cancel refused, the token was rejected: {e:#}; \
+                            the agent's lease ends the job");
+                        Instant::now() + AUTH_PATIENCE
+                    })
+                } else {
+                    deadline
+                };
+                pause.wait_or(until.min(deadline), e).await?;
             }
             recancel_if_stuck(&sched, &job).await;
         }

@@ -57,7 +57,13 @@ pub async fn run<S: Scheduler>(
         };
         let job = build.job.clone();
         if let Err(e) = sched.cancel(&job).await {
-            ui.warn(&format!("nsh: cancelling job {job} failed: {e:#}"));
+            let how = if sched.rejects_credentials(&e) {
+                "; the agent was told to stop, which ends the job (at the latest its lease \
+                 does, within a minute)"
+            } else {
+                ""
+            };
+            ui.warn(&format!("nsh: cancelling job {job} failed: {e:#}{how}"));
             // Nothing is resubmitted; the reaper, dropped unreleased on return, retries
             // the cancel.
             return report(ui, failure, &lost, build.config.max_resubmits);

@@ -67,7 +67,8 @@ impl Backend {
                         config.slurm_api_version.as_deref(),
                         cache.as_deref(),
                     )
-                    .await?,
+                    .await?
+                    .with_token_source(std::sync::Arc::new(reread_token)),
                 ))
             }
             JobScheduler::Pbs => {
@@ -217,6 +218,20 @@ impl Scheduler for Backend {
         }
     }
 
+    fn rejects_credentials(&self, e: &anyhow::Error) -> bool {
+        match self {
+            Backend::SlurmRest(s) => s.rejects_credentials(e),
+            _ => self.error_kind(e) == ErrorKind::Auth,
+        }
+    }
+
+    fn take_token_renewal(&self) -> bool {
+        match self {
+            Backend::SlurmRest(s) => s.take_renewal(),
+            _ => false,
+        }
+    }
+
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {
         match self {
             Backend::SlurmRest(s) => s.error_kind(e),
@@ -315,4 +330,14 @@ pub fn transport(config: &Config) -> slurm_rest::Transport {
             ca_file: config.slurm_api_ca_file.clone(),
         },
     }
+}
+
+/// `slurm-jwt-token` as nsh.conf's sources say now (a site timer may have rewritten an
+/// included file since this process started): the Slurm REST backend's token source.
+fn reread_token() -> Result<String> {
+    let config = crate::config::load().context("re-reading nsh.conf for a renewed token")?;
+    let token = config
+        .slurm_jwt_token
+        .context("nsh.conf no longer sets 'slurm-jwt-token'")?;
+    Ok(token.expose().to_string())
 }

@@ -203,6 +203,17 @@ pub trait Scheduler: Send + Sync {
     fn name(&self) -> &'static str;
     /// The kind of an error this backend returned (looked for anywhere in its chain).
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind;
+    /// Whether a rejected credential was replaced by a renewed one (re-read from nsh.conf's
+    /// sources) since the last call; only the Slurm REST backend renews.
+    fn take_token_renewal(&self) -> bool {
+        false
+    }
+    /// Whether `e` says the scheduler refused nsh's credentials, even if only probably
+    /// (Slurm 22.05–23.11 answer an expired token with a 500 a lost slurmctld could also
+    /// cause, which counts as [`ErrorKind::Transient`]).
+    fn rejects_credentials(&self, e: &anyhow::Error) -> bool {
+        self.error_kind(e) == ErrorKind::Auth
+    }
 }
 
 /// Checks a host name the scheduler gave before it reaches `ssh` or a message: letters,

@@ -34,14 +34,18 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use base64::Engine as _;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::{ErrorKind, JobId, JobSpec, JobStatus, Scheduler};
+#[cfg(test)]
+use credentials::Token;
+pub use credentials::TokenSource;
+use credentials::{Credentials, Renewal, Renewed};
 use permits::Permits;
 use shapes::{
     ESLURM_ALREADY_DONE, ESLURM_INVALID_JOB_ID, LIMIT_ERRORS, Paths, V0_0_38_AUTH_ERRORS,
@@ -334,68 +338,6 @@ fn tls_problem(err: &rustls::Error, host: &str, transport: &Transport) -> (Strin
     (problem, check)
 }
 
-/// The JWT. Never printed: `Debug` shows `[redacted]`.
-#[derive(Clone)]
-struct Token(String);
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl Token {
-    /// Accepts the token alone or the `SLURM_JWT=…` line `scontrol token` prints.
-    fn parse(text: &str) -> Result<Token, Error> {
-        let text = text.trim();
-        let text = text.strip_prefix("SLURM_JWT=").unwrap_or(text);
-        if text.is_empty() {
-            return Err(Error::BadToken("it is empty"));
-        }
-        if !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::BadToken(
-                "it contains spaces or non-ASCII characters",
-            ));
-        }
-        Ok(Token(text.to_owned()))
-    }
-
-    /// The `sun` (Slurm user name) claim of the payload. The signature is slurmctld's
-    /// business; this only finds the name 22.05 wants in `X-SLURM-USER-NAME`.
-    fn user(&self) -> Result<Option<String>, Error> {
-        let mut parts = self.0.split('.');
-        let (Some(_header), Some(payload), Some(_signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Error::BadToken(
-                "it is not a JWT (three base64url parts joined by `.`)",
-            ));
-        };
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload.trim_end_matches('='))
-            .map_err(|_| Error::BadToken("its payload is not base64url"))?;
-        let claims: Value = serde_json::from_slice(&bytes)
-            .map_err(|_| Error::BadToken("its payload is not JSON"))?;
-        if !claims.is_object() {
-            return Err(Error::BadToken("its payload is not a JSON object"));
-        }
-        Ok(claims
-            .get("sun")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned))
-    }
-
-    /// Replaces the token wherever a server echoed it back.
-    fn scrub(&self, text: String) -> String {
-        if text.contains(&self.0) {
-            text.replace(&self.0, "[redacted]")
-        } else {
-            text
-        }
-    }
-}
-
 /// An HTTP answer, with its body parsed as JSON when it is JSON.
 struct Answer {
     status: StatusCode,
@@ -412,9 +354,13 @@ pub struct SlurmRest {
     base_url: String,
     version: ApiVersion,
     paths: Paths,
+    /// The user of the token nsh started with, for messages.
     user: Option<String>,
-    token: Token,
-    auth: HeaderMap,
+    /// The token in use; replaced when a renewal finds a new one.
+    creds: std::sync::RwLock<Arc<Credentials>>,
+    renewal: Renewal,
+    /// Set when a renewal replaced the token; [`SlurmRest::take_renewal`] clears it.
+    renewed: AtomicBool,
     permits: Permits,
 }
 
@@ -425,7 +371,6 @@ impl fmt::Debug for SlurmRest {
             .field("version", &self.version)
             .field("paths", &self.paths)
             .field("user", &self.user)
-            .field("token", &self.token)
             .finish_non_exhaustive()
     }
 }
@@ -477,18 +422,7 @@ impl SlurmRest {
         forced_version: Option<&str>,
         cache_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<SlurmRest> {
-        let token = Token::parse(token)?;
-        let user = token.user()?;
-        let mut auth = HeaderMap::new();
-        let mut secret = HeaderValue::from_str(&token.0)
-            .map_err(|_| Error::BadToken("it is not a valid HTTP header value"))?;
-        secret.set_sensitive(true);
-        auth.insert(HeaderName::from_static("x-slurm-user-token"), secret);
-        if let Some(user) = &user {
-            let name = HeaderValue::from_str(user)
-                .map_err(|_| Error::BadToken("its `sun` claim is not a valid HTTP header value"))?;
-            auth.insert(HeaderName::from_static("x-slurm-user-name"), name);
-        }
+        let creds = Credentials::parse(token)?;
         let client = http_client(transport)?;
         let configured_host = host.to_owned();
         let host = if host.contains(':') && !host.starts_with('[') {
@@ -508,9 +442,10 @@ impl SlurmRest {
                 jobs: String::new(),
                 jobs_state: None,
             },
-            user,
-            token,
-            auth,
+            user: creds.user.clone(),
+            creds: std::sync::RwLock::new(Arc::new(creds)),
+            renewal: Renewal::default(),
+            renewed: AtomicBool::new(false),
             permits: Permits::new(cache_dir),
         };
         let cache = cache_dir.map(|d| {
@@ -603,6 +538,8 @@ impl SlurmRest {
         })
     }
 
+    /// Sends the request; if slurmrestd rejects the token and its source now holds a
+    /// different one (credentials.rs), sends it once more with that one.
     async fn request(
         &self,
         method: Method,
@@ -610,10 +547,63 @@ impl SlurmRest {
         body: Option<&Value>,
         action: &str,
     ) -> Result<Answer, Error> {
+        let creds = self.creds();
+        let answer = self
+            .send(method.clone(), path, body, action, &creds)
+            .await?;
+        if !self.rejects_token(&answer).0 {
+            return Ok(answer);
+        }
+        let Renewed::New(renewed) = self.renewal.renew(&creds.token).await else {
+            return Ok(answer);
+        };
+        let renewed = Arc::new(renewed);
+        *self.creds.write().unwrap_or_else(|p| p.into_inner()) = renewed.clone();
+        self.renewed.store(true, Ordering::SeqCst);
+        tracing::info!(endpoint = %self.describe(), "token rejected; retrying with the renewed one");
+        self.send(method, path, body, action, &renewed).await
+    }
+
+    fn creds(&self) -> Arc<Credentials> {
+        self.creds.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Where the token is read again when slurmrestd rejects it.
+    pub fn with_token_source(mut self, source: TokenSource) -> SlurmRest {
+        self.renewal = Renewal::new(Some(source));
+        self
+    }
+
+    /// Whether a rejected token was replaced by a renewed one since the last call.
+    pub fn take_renewal(&self) -> bool {
+        self.renewed.swap(false, Ordering::SeqCst)
+    }
+
+    /// Whether the answer rejects the token, and whether that is only probable (22.05–23.11
+    /// answer a bad token with a 500 that a lost slurmctld could also cause).
+    fn rejects_token(&self, answer: &Answer) -> (bool, bool) {
+        let numbers = error_numbers(answer.json.as_ref());
+        let ambiguous = self.version == ApiVersion(38)
+            && answer.status == StatusCode::INTERNAL_SERVER_ERROR
+            && !numbers.is_empty()
+            && numbers.iter().all(|n| V0_0_38_AUTH_ERRORS.contains(n));
+        let rejected =
+            ambiguous || is_auth_failure(answer.status, &answer.text, answer.json.as_ref());
+        (rejected, ambiguous)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        action: &str,
+        creds: &Credentials,
+    ) -> Result<Answer, Error> {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.base_url));
-        request = request.headers(self.auth.clone());
+        request = request.headers(creds.headers.clone());
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -652,6 +642,7 @@ impl SlurmRest {
     /// The error for an unsuccessful answer.
     fn error(&self, answer: &Answer, action: &str) -> Error {
         let detail = self
+            .creds()
             .token
             .scrub(error_detail(&answer.text, answer.json.as_ref()));
         let (endpoint, action, status) = (self.describe(), action.to_owned(), answer.status);
@@ -671,11 +662,8 @@ impl SlurmRest {
                 detail,
             };
         }
-        let ambiguous = self.version == ApiVersion(38)
-            && status == StatusCode::INTERNAL_SERVER_ERROR
-            && !numbers.is_empty()
-            && numbers.iter().all(|n| V0_0_38_AUTH_ERRORS.contains(n));
-        if ambiguous || is_auth_failure(answer.status, &answer.text, answer.json.as_ref()) {
+        let (rejected, ambiguous) = self.rejects_token(answer);
+        if rejected {
             Error::TokenRejected {
                 endpoint,
                 action,
@@ -697,7 +685,7 @@ impl SlurmRest {
         Error::BadAnswer {
             endpoint: self.describe(),
             action: action.to_owned(),
-            detail: self.token.scrub(detail.into()),
+            detail: self.creds().token.scrub(detail.into()),
         }
     }
 
@@ -803,6 +791,15 @@ impl Scheduler for SlurmRest {
             .unwrap_or(ErrorKind::Other)
     }
 
+    fn rejects_credentials(&self, e: &anyhow::Error) -> bool {
+        e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<Error>(),
+                Some(Error::TokenRejected { .. } | Error::BadToken(_))
+            )
+        })
+    }
+
     fn describe(&self) -> String {
         if self.version.is_supported() {
             format!("slurmrestd at {} ({})", self.base_url, self.version)
@@ -812,9 +809,12 @@ impl Scheduler for SlurmRest {
     }
 }
 
+mod credentials;
 #[cfg(test)]
 mod limit_tests;
 mod permits;
+#[cfg(test)]
+mod renewal_tests;
 mod shapes;
 #[cfg(test)]
 mod testbed_tests;
