@@ -508,6 +508,14 @@ impl Build<'_> {
             drv_path: self.drv_path.clone(),
             outputs: self.wanted_outputs.clone(),
             options: self.build_options(),
+            cores: crate::nix_cores::user_cores(
+                self.nix_settings.get("cores").map(String::as_str),
+                &crate::nix_cores::machine_defaults(),
+            ),
+            keep_failed: self
+                .nix_settings
+                .get("keep-failed")
+                .is_some_and(|v| v == "true"),
             log_offset: log.received,
         }))
         .await?;
@@ -537,6 +545,10 @@ impl Build<'_> {
                     );
                 }
                 AgentMsg::BuildDone(mut result) => {
+                    if let Some(dir) = &result.kept_dir {
+                        self.ui
+                            .warn(&kept_dir_message(host, dir, &self.files.state));
+                    }
                     if result.status != 0 && !tail.is_empty() {
                         result.message = format!(
                             "{}\nlast {} log lines:\n{}",
@@ -578,4 +590,17 @@ impl Build<'_> {
             host: Some(host.to_owned()),
         }
     }
+}
+
+/// Where the failed build's directory is kept and how to look at it.
+fn kept_dir_message(host: &str, dir: &str, state_dir: &str) -> String {
+    let owner = if dir.starts_with(&format!("{state_dir}/")) {
+        String::new()
+    } else {
+        "; it belongs to the Nix daemon on the node (remove it as root)".into()
+    };
+    format!(
+        "nsh: the failed build's directory is kept on {host} at {dir}; look with: ssh {host} \
+         ls {dir} (remove it when done){owner}"
+    )
 }

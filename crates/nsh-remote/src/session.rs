@@ -282,7 +282,13 @@ impl Conn {
                 }
                 None => {
                     let root = self.agent.dir.join("result");
-                    let b = Build::start(&self.agent.nix, &self.agent.children, req, &root)?;
+                    let b = Build::start(
+                        &self.agent.nix,
+                        &self.agent.children,
+                        req,
+                        &root,
+                        &self.agent.hostname,
+                    )?;
                     st.build = Some(Arc::clone(&b));
                     b
                 }

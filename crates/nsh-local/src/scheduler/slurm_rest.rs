@@ -41,7 +41,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{ErrorKind, JobId, JobSpec, JobStatus, Scheduler};
+use super::{ErrorKind, JobId, JobSpec, JobStatus, SLURM_CPU_VARS, Scheduler};
 use permits::Permits;
 use shapes::{
     ESLURM_ALREADY_DONE, ESLURM_INVALID_JOB_ID, LIMIT_ERRORS, Paths, V0_0_38_AUTH_ERRORS,
@@ -795,6 +795,10 @@ impl Scheduler for SlurmRest {
 
     fn name(&self) -> &'static str {
         "slurm"
+    }
+
+    fn cpu_count_vars(&self) -> &'static str {
+        SLURM_CPU_VARS
     }
 
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {
