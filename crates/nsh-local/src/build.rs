@@ -547,7 +547,7 @@ impl Build<'_> {
                 AgentMsg::BuildDone(mut result) => {
                     if let Some(dir) = &result.kept_dir {
                         self.ui
-                            .warn(&kept_dir_message(host, dir, &self.files.state));
+                            .warn(&failure::kept_dir_message(host, dir, &self.files.state));
                     }
                     if result.status != 0 && !tail.is_empty() {
                         result.message = format!(
@@ -590,17 +590,4 @@ impl Build<'_> {
             host: Some(host.to_owned()),
         }
     }
-}
-
-/// Where the failed build's directory is kept and how to look at it.
-fn kept_dir_message(host: &str, dir: &str, state_dir: &str) -> String {
-    let owner = if dir.starts_with(&format!("{state_dir}/")) {
-        String::new()
-    } else {
-        "; it belongs to the Nix daemon on the node (remove it as root)".into()
-    };
-    format!(
-        "nsh: the failed build's directory is kept on {host} at {dir}; look with: ssh {host} \
-         ls {dir} (remove it when done){owner}"
-    )
 }

@@ -5,9 +5,10 @@
 //! `note: keeping build directory '<dir>'` (2.8 to 2.33; 2.34 prints the path with its own
 //! quoting). Where the directory is depends on who builds: a Nix that builds itself (a
 //! chroot or local `remote-store`) makes it in `TMPDIR` (which the agent points at
-//! [`kept_builds_dir`]) unless its `build-dir` setting (2.26+) says otherwise; the node's
-//! daemon uses its own (`/tmp` or its `build-dir`). Either way the agent reports the
-//! directory Nix names.
+//! [`kept_builds_dir`]) up to Nix 2.29 unless its `build-dir` setting (2.26+) says
+//! otherwise; from 2.30 the default is the store's `<state>/builds`. The node's daemon uses
+//! its own (`/tmp`, its `build-dir` or `/nix/var/nix/builds`). Either way the agent
+//! reports the directory Nix names.
 
 use std::path::{Path, PathBuf};
 
