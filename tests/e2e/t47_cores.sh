@@ -5,8 +5,10 @@
 #  2. REST, cpus_per_task = 1 → 1 (not the node's 2);
 #  3. REST, no parameters → the job's default allocation: scontrol's NumCPUs for that job;
 #  4. REST, cpus_per_task = 2 with --option cores 1 → 1, "set by you";
-#  5. slurm-cli (sbatch --export=NIL), cpus_per_task = 1 → 1;
-#  6. PBS (Debian's Torque wrappers over Slurm), pbsResources ncpus = "1" → 1.
+#  5. slurm-cli (sbatch --export=NIL), cpus_per_task = 2 → 2;
+#  6. PBS (Debian's Torque wrappers over Slurm), pbsResources ncpus = "2" → 2.
+# (A job without parameters gets 1 CPU on the testbed, so 2 tells the allocation from the
+# default for slurm-cli and PBS.)
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_pbs.sh"
 
@@ -29,8 +31,8 @@ in {
   one = cores "one" (slurm 1);
   dflt = cores "dflt" { };
   user = cores "user" (slurm 2);
-  cli = cores "cli" (slurm 1);
-  pbs = cores "pbs" { pbsResources = builtins.toJSON { ncpus = "1"; }; };
+  cli = cores "cli" (slurm 2);
+  pbs = cores "pbs" { pbsResources = builtins.toJSON { ncpus = "2"; }; };
 }
 NIX
 } | put_file "$WORK/cores.nix"
@@ -77,7 +79,7 @@ say "ok: --option cores 1 with 2 CPUs → $(grep -m1 'building with cores' "$LOG
 BUILD_ENV=(NSH_CONFIG="$(printf 'job-scheduler = slurm-cli\nstate-dir = %s\nallow-root-jobs = true' "$NSH_TB_STATE_DIR")")
 nsh_build cli "$WORK/cores.nix" -A cli
 unset BUILD_ENV
-check_cores cli 1
+check_cores cli 2
 assert_log cli 'to Slurm'
 say "ok: slurm-cli → $(grep -m1 'building with cores' "$LOGS/cli.log")"
 
@@ -86,6 +88,6 @@ pbs_env local
 nsh_build pbs "$WORK/cores.nix" -A pbs
 unset BUILD_ENV
 assert_pbs_job pbs
-check_cores pbs 1
+check_cores pbs 2
 say "ok: PBS (job $PBS_JOB) → $(grep -m1 'building with cores' "$LOGS/pbs.log")"
 assert_no_live_jobs

@@ -19,8 +19,9 @@ use anyhow::{Context, Result, bail};
 use nsh_wire::agent_protocol::{BuildRequest, BuildResult, CHUNK_SIZE};
 
 use crate::log::log;
-use crate::nix::{NixStore, check_path_arg};
-use crate::procs::{ChildGuard, Children};
+use crate::nix::check_path_arg;
+use crate::procs::ChildGuard;
+use crate::serve::Agent;
 use crate::{job_cpus, kept_build};
 
 /// Log kept for a client that is away; older lines are dropped first.
@@ -170,32 +171,20 @@ pub enum Next {
 
 impl Build {
     /// Spawns `nix-store --realise` and the threads that read it.
-    pub fn start(
-        nix: &NixStore,
-        children: &Arc<Children>,
-        req: &BuildRequest,
-        root: &Path,
-        host: &str,
-    ) -> Result<Arc<Build>> {
-        let cores = job_cpus::for_this_job(req.cores, host);
-        let args = realise_args(req, root, nix.build_hook(), cores.cores)?;
+    pub fn start(agent: &Agent, req: &BuildRequest) -> Result<Arc<Build>> {
+        let (nix, children) = (&agent.nix, &agent.children);
+        let root = &agent.dir.join("result");
+        let cores = job_cpus::for_this_job(req.cores, &agent.hostname);
+        let mut args = realise_args(req, root, nix.build_hook(), cores.cores)?;
+        let mut cmd = nix.command();
+        if req.keep_failed {
+            kept_build::direct(&mut cmd, &mut args, agent);
+        }
         log!(
             "starting build: {} {}",
             nix.program().display(),
             args.join(" ")
         );
-        let mut cmd = nix.command();
-        if req.keep_failed
-            && let Some(kept) = root.parent().and_then(kept_build::kept_builds_dir)
-        {
-            // A Nix that builds itself makes its build directory in TMPDIR.
-            match std::fs::create_dir_all(&kept) {
-                Ok(()) => {
-                    cmd.env("TMPDIR", &kept);
-                }
-                Err(e) => log!("cannot create {}: {e}; TMPDIR stays", kept.display()),
-            }
-        }
         let mut child = cmd
             .args(&args)
             .stdout(Stdio::piped())

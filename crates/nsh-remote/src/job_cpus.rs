@@ -75,10 +75,18 @@ pub fn affinity_cpus() -> Option<u32> {
 
 /// Decides the cores: the user's `requested` if set, else the job's CPUs (`job`), else 1.
 pub fn choose(requested: Option<u32>, job: Option<(u32, Source)>, host: &str) -> Cores {
+    let cpus = |n: u32| {
+        if n == 1 {
+            "1 CPU".to_owned()
+        } else {
+            format!("{n} CPUs")
+        }
+    };
     let got = |n: u32, src: &Source| match src {
-        Source::Var(v) => format!("the {n} CPUs the job was allocated on {host} ({v})"),
+        Source::Var(v) => format!("the {} the job was allocated on {host} ({v})", cpus(n)),
         Source::Affinity => format!(
-            "the {n} CPUs of the job's affinity mask on {host}: the scheduler named no CPU count"
+            "the {} of the job's affinity mask on {host}: the scheduler named no CPU count",
+            cpus(n)
         ),
     };
     match (requested, job) {
@@ -188,6 +196,8 @@ mod tests {
         assert_eq!(c.cores, 4);
         assert!(c.message.contains("affinity mask"), "{}", c.message);
         assert_eq!(choose(None, None, "n").cores, 1);
+        let c = choose(None, Some((1, Source::Var("NCPUS".into()))), "n");
+        assert!(c.message.contains("the 1 CPU the job"), "{}", c.message);
         assert_eq!(choose(Some(7), None, "n").cores, 7);
     }
 

@@ -11,6 +11,48 @@
 //! reports the directory Nix names.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::log::log;
+use crate::serve::Agent;
+
+/// With `keep-failed` and a store the agent's Nix builds in itself (a path or `local…`
+/// `remote-store`), points its build directory at [`kept_builds_dir`]: `TMPDIR` (Nix before
+/// 2.30 without `build-dir`) and, for Nix 2.26+, `--option build-dir`. The node's daemon
+/// ignores both and keeps its own.
+pub fn direct(cmd: &mut Command, args: &mut Vec<String>, agent: &Agent) {
+    let Some(kept) = kept_builds_dir(&agent.dir) else {
+        return;
+    };
+    if let Err(e) = std::fs::create_dir_all(&kept) {
+        log!(
+            "cannot create {}: {e}; Nix keeps the build where it likes",
+            kept.display()
+        );
+        return;
+    }
+    cmd.env("TMPDIR", &kept);
+    let own_store = agent.store.starts_with('/') || agent.store.starts_with("local");
+    if let (true, Some(dir)) = (
+        own_store && has_build_dir(&agent.nix_version),
+        kept.to_str(),
+    ) {
+        args.extend(["--option", "build-dir", dir].map(str::to_owned));
+    }
+}
+
+/// Whether the Nix of `nix-store --version` output (`nix-store (Nix) 2.26.3`) has the
+/// `build-dir` setting (2.26 on).
+pub fn has_build_dir(version: &str) -> bool {
+    let Some(v) = version.split_ascii_whitespace().last() else {
+        return false;
+    };
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (2, 26),
+        _ => false,
+    }
+}
 
 /// `<state>/kept-builds` for an agent in `<state>/jobs/<key>`: outside the job directory
 /// (removed when the job ends) and never touched by nsh's cleanup or garbage collection.
@@ -51,6 +93,17 @@ mod tests {
         ] {
             assert_eq!(parse_kept(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn build_dir_setting_from_version() {
+        assert!(has_build_dir("nix-store (Nix) 2.34.8"));
+        assert!(has_build_dir("nix-store (Nix) 2.26.0"));
+        assert!(has_build_dir("nix-store (Nix) 3.0"));
+        assert!(!has_build_dir("nix-store (Nix) 2.8.0"));
+        assert!(!has_build_dir("nix-store (Nix) 2.25.5"));
+        assert!(!has_build_dir("garbage"));
+        assert!(!has_build_dir(""));
     }
 
     #[test]
