@@ -6,16 +6,20 @@
 #  3. REST, no parameters → the job's default allocation: scontrol's NumCPUs for that job;
 #  4. REST, cpus_per_task = 2 with --option cores 1 → 1, "set by you";
 #  5. slurm-cli (sbatch --export=NIL), cpus_per_task = 2 → 2;
-#  6. PBS (Debian's Torque wrappers over Slurm), pbsResources ncpus = "2" → 2.
+#  6. PBS (Debian's Torque wrappers over Slurm), pbsResources ncpus = "2" → 2;
+#  7. slurm-native (libslurm, jobs as alice), slurmNativeConstraints cpus = 2 → 2.
 # (A job without parameters gets 1 CPU on the testbed, so 2 tells the allocation from the
 # default for slurm-cli and PBS.)
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_pbs.sh"
+. "$(dirname "$0")/lib_alice.sh"
+. "$(dirname "$0")/lib_native.sh"
 
 TAG=$(printf %s "$NONCE" | sha256sum | cut -c1-8)
 JOBS_AT_START=$(all_job_ids)
 cleanup() {
   cancel_new_jobs "$JOBS_AT_START"
+  alice_teardown
   on_submit rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -33,6 +37,7 @@ in {
   user = cores "user" (slurm 2);
   cli = cores "cli" (slurm 2);
   pbs = cores "pbs" { pbsResources = builtins.toJSON { ncpus = "2"; }; };
+  native = cores "native" { slurmNativeConstraints = builtins.toJSON { cpus = 2; }; };
 }
 NIX
 } | put_file "$WORK/cores.nix"
@@ -90,4 +95,14 @@ unset BUILD_ENV
 assert_pbs_job pbs
 check_cores pbs 2
 say "ok: PBS (job $PBS_JOB) → $(grep -m1 'building with cores' "$LOGS/pbs.log")"
+
+alice_setup
+native_env
+BUILD_ENV+=(NSH_E2E_SSH_USER=alice)
+nsh_build native "$WORK/cores.nix" -A native
+unset BUILD_ENV
+assert_native_job native
+check_cores native 2
+[ "$(job_field "$NATIVE_JOB" NumCPUs)" = 2 ] || fail "native: job $NATIVE_JOB has NumCPUs=$(job_field "$NATIVE_JOB" NumCPUs)"
+say "ok: slurm-native (job $NATIVE_JOB) → $(grep -m1 'building with cores' "$LOGS/native.log")"
 assert_no_live_jobs
