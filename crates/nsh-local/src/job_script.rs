@@ -183,6 +183,22 @@ mod tests {
     }
 
     #[test]
+    fn script_names_the_cpu_variables() {
+        let f = JobFiles::new("/s", "k1", "nsh-remote-abc");
+        let render_with = |vars| render(&Config::default(), &f, "/nix/store/x.drv", "tok", vars);
+        let script = render_with("NCPUS PBS_NUM_PPN");
+        assert!(
+            script.contains("\nNSH_JOB_CPUS_VARS='NCPUS PBS_NUM_PPN'\nexport NSH_JOB_CPUS_VARS\n"),
+            "{script}"
+        );
+        let hostile = render_with("A'; id; '");
+        assert!(
+            hostile.contains(r"NSH_JOB_CPUS_VARS='A'\''; id; '\'''"),
+            "{hostile}"
+        );
+    }
+
+    #[test]
     fn files_layout() {
         let f = JobFiles::new("/home/u/.nsh/", "k1", "nsh-remote-abc");
         assert_eq!(f.socket, "/home/u/.nsh/jobs/k1/agent.sock");
