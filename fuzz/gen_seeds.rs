@@ -145,6 +145,7 @@ fn main() {
             status: 100,
             message: "failed".into(),
             outputs: vec![info.path.clone()],
+            kept_dir: Some("/tmp/nix-build-x.drv-0".into()),
         }),
         AgentMsg::Output(info.clone()),
         AgentMsg::NarChunk(vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3]),
@@ -170,6 +171,8 @@ fn main() {
             drv_path: "/nix/store/cccccccccccccccccccccccccccccccc-x.drv".into(),
             outputs: vec!["out".into(), "dev".into()],
             options: vec![("max-silent-time".into(), "60".into())],
+            cores: Some(2),
+            keep_failed: true,
             log_offset: 4096,
         }),
         ClientMsg::FetchOutput {

@@ -520,6 +520,14 @@ impl Build<'_> {
             drv_path: self.drv_path.clone(),
             outputs: self.wanted_outputs.clone(),
             options: self.build_options(),
+            cores: crate::nix_cores::user_cores(
+                self.nix_settings.get("cores").map(String::as_str),
+                &crate::nix_cores::machine_defaults(),
+            ),
+            keep_failed: self
+                .nix_settings
+                .get("keep-failed")
+                .is_some_and(|v| v == "true"),
             log_offset: log.received,
         }))
         .await?;
@@ -549,6 +557,10 @@ impl Build<'_> {
                     );
                 }
                 AgentMsg::BuildDone(mut result) => {
+                    if let Some(dir) = &result.kept_dir {
+                        self.ui
+                            .warn(&failure::kept_dir_message(host, dir, &self.files.state));
+                    }
                     if result.status != 0 && !tail.is_empty() {
                         result.message = format!(
                             "{}\nlast {} log lines:\n{}",

@@ -346,7 +346,13 @@ async fn submit_and_build<R: Read, S: Scheduler>(
     let name = drv_name(&offer.drv_path);
     let spec = JobSpec {
         name: format!("nsh-{name}"),
-        script: job_script::render(config, &files, &offer.drv_path, &token),
+        script: job_script::render(
+            config,
+            &files,
+            &offer.drv_path,
+            &token,
+            sched.cpu_count_vars(),
+        ),
         environment: job_environment(),
         working_dir: "/".into(),
         params: prepared.params.clone(),

@@ -64,7 +64,15 @@ pub const EXIT_UNSAFE_STATE_DIR: i32 = 92;
 /// How long the job waits for nsh to upload the agent before giving up.
 const AGENT_WAIT_TENTHS: u32 = 1200;
 
-pub fn render(config: &Config, files: &JobFiles, drv_path: &str, token: &str) -> String {
+/// The script for `drv_path`'s job; `cpu_vars` is the backend's
+/// [`crate::scheduler::Scheduler::cpu_count_vars`], passed to the agent.
+pub fn render(
+    config: &Config,
+    files: &JobFiles,
+    drv_path: &str,
+    token: &str,
+    cpu_vars: &str,
+) -> String {
     let mut serve = format!(
         "exec \"$a\" serve --dir {} --lease-secs {}",
         sh_quote(&files.dir),
@@ -94,6 +102,8 @@ pub fn render(config: &Config, files: &JobFiles, drv_path: &str, token: &str) ->
          {check}\
          NSH_AGENT_TOKEN={token}\n\
          export NSH_AGENT_TOKEN\n\
+         {cpus_env}={cpu_vars}\n\
+         export {cpus_env}\n\
          {serve}\n",
         drv = drv_path.replace('\n', " "),
         dir = sh_quote(&files.dir),
@@ -101,6 +111,8 @@ pub fn render(config: &Config, files: &JobFiles, drv_path: &str, token: &str) ->
         token = sh_quote(token),
         state = sh_quote(&files.state),
         check = STATE_DIR_CHECK_SH,
+        cpus_env = nsh_wire::agent_protocol::JOB_CPUS_VARS_ENV,
+        cpu_vars = sh_quote(cpu_vars),
     )
 }
 
@@ -168,6 +180,22 @@ mod tests {
         });
         assert_eq!(code, EXIT_UNSAFE_STATE_DIR, "{text}");
         assert!(text.contains("nsh-remote-x is writable"), "{text}");
+    }
+
+    #[test]
+    fn script_names_the_cpu_variables() {
+        let f = JobFiles::new("/s", "k1", "nsh-remote-abc");
+        let render_with = |vars| render(&Config::default(), &f, "/nix/store/x.drv", "tok", vars);
+        let script = render_with("NCPUS PBS_NUM_PPN");
+        assert!(
+            script.contains("\nNSH_JOB_CPUS_VARS='NCPUS PBS_NUM_PPN'\nexport NSH_JOB_CPUS_VARS\n"),
+            "{script}"
+        );
+        let hostile = render_with("A'; id; '");
+        assert!(
+            hostile.contains(r"NSH_JOB_CPUS_VARS='A'\''; id; '\'''"),
+            "{hostile}"
+        );
     }
 
     #[test]

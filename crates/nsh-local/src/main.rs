@@ -10,6 +10,7 @@ mod driver;
 mod fallback;
 mod job_script;
 mod local_store;
+mod nix_cores;
 mod nix_log;
 mod output_fetch;
 mod queue_slots;

@@ -94,7 +94,13 @@ pub async fn run<S: Scheduler>(
         });
         // The same state dir as the lost job's.
         let (files, token) = job_script::fresh_job(&build.files.state, &build.agent.file_name);
-        spec.script = job_script::render(build.config, &files, &build.drv_path, &token);
+        spec.script = job_script::render(
+            build.config,
+            &files,
+            &build.drv_path,
+            &token,
+            sched.cpu_count_vars(),
+        );
         spec.exclude_hosts = lost_hosts(&lost);
         let new_job = match sched.submit(&spec).await {
             Ok(j) => j,

@@ -19,8 +19,10 @@ use anyhow::{Context, Result, bail};
 use nsh_wire::agent_protocol::{BuildRequest, BuildResult, CHUNK_SIZE};
 
 use crate::log::log;
-use crate::nix::{NixStore, check_path_arg};
-use crate::procs::{ChildGuard, Children};
+use crate::nix::check_path_arg;
+use crate::procs::ChildGuard;
+use crate::serve::Agent;
+use crate::{job_cpus, kept_build};
 
 /// Log kept for a client that is away; older lines are dropped first.
 pub const MAX_BACKLOG: usize = 1 << 20;
@@ -86,6 +88,7 @@ pub fn realise_args(
     req: &BuildRequest,
     root: &Path,
     build_hook: Option<&Path>,
+    cores: u32,
 ) -> Result<Vec<String>> {
     check_path_arg(&req.drv_path)?;
     let mut target = req.drv_path.clone();
@@ -121,6 +124,10 @@ pub fn realise_args(
         }
         args.extend(["--option".to_owned(), name.clone(), value.clone()]);
     }
+    args.extend(["--option".to_owned(), "cores".to_owned(), cores.to_string()]);
+    if req.keep_failed {
+        args.extend(["--option", "keep-failed", "true"].map(str::to_owned));
+    }
     if let Some(hook) = build_hook {
         let hook = hook.to_str().context("build hook path is not UTF-8")?;
         args.extend(["--option", "build-hook", hook].map(str::to_owned));
@@ -140,6 +147,8 @@ struct State {
     attached: u64,
     errors: VecDeque<String>,
     result: Option<BuildResult>,
+    /// The directory Nix said it keeps (`keep-failed`).
+    kept_dir: Option<String>,
 }
 
 /// A running or finished realise.
@@ -162,20 +171,21 @@ pub enum Next {
 
 impl Build {
     /// Spawns `nix-store --realise` and the threads that read it.
-    pub fn start(
-        nix: &NixStore,
-        children: &Arc<Children>,
-        req: &BuildRequest,
-        root: &Path,
-    ) -> Result<Arc<Build>> {
-        let args = realise_args(req, root, nix.build_hook())?;
+    pub fn start(agent: &Agent, req: &BuildRequest) -> Result<Arc<Build>> {
+        let (nix, children) = (&agent.nix, &agent.children);
+        let root = &agent.dir.join("result");
+        let cores = job_cpus::for_this_job(req.cores, &agent.hostname);
+        let mut args = realise_args(req, root, nix.build_hook(), cores.cores)?;
+        let mut cmd = nix.command();
+        if req.keep_failed {
+            kept_build::direct(&mut cmd, &mut args, agent);
+        }
         log!(
             "starting build: {} {}",
             nix.program().display(),
             args.join(" ")
         );
-        let mut child = nix
-            .command()
+        let mut child = cmd
             .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -194,9 +204,11 @@ impl Build {
                 attached: 0,
                 errors: VecDeque::new(),
                 result: None,
+                kept_dir: None,
             }),
             changed: Condvar::new(),
         });
+        build.push_log(&cores.message);
         let root = root.to_owned();
         let out_thread = thread::spawn(move || read_outputs(stdout, &root));
         let b = Arc::clone(&build);
@@ -251,6 +263,9 @@ impl Build {
                 StderrLine::Log(text) => self.push_log(&text),
                 StderrLine::Msg { level, text } => {
                     log!("nix: {text}");
+                    if let Some(dir) = kept_build::parse_kept(&text) {
+                        self.lock().kept_dir = Some(dir);
+                    }
                     if level == 0 {
                         self.push_error(text);
                     }
@@ -307,10 +322,12 @@ impl Build {
 
     fn finish(&self, status: i32, message: String, outputs: Vec<String>) {
         let mut st = self.lock();
+        let kept_dir = st.kept_dir.take();
         st.result = Some(BuildResult {
             status,
             message,
             outputs,
+            kept_dir,
         });
         self.changed.notify_all();
     }
@@ -427,172 +444,5 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classifies_internal_json() {
-        assert_eq!(
-            parse_stderr_line(
-                r#"@nix {"action":"result","fields":["hello world"],"id":123,"type":101}"#
-            ),
-            StderrLine::Log("hello world".into())
-        );
-        assert_eq!(
-            parse_stderr_line(r#"@nix {"action":"result","fields":["post"],"id":1,"type":107}"#),
-            StderrLine::Log("post".into())
-        );
-        assert_eq!(
-            parse_stderr_line(r#"@nix {"action":"msg","level":0,"msg":"error: builder failed"}"#),
-            StderrLine::Msg {
-                level: 0,
-                text: "error: builder failed".into()
-            }
-        );
-        assert_eq!(
-            parse_stderr_line(
-                r#"@nix {"action":"start","id":1,"level":3,"parent":0,"text":"building","type":105,"fields":[]}"#
-            ),
-            StderrLine::Ignore
-        );
-        assert_eq!(
-            parse_stderr_line(
-                r#"@nix {"action":"result","fields":["buildPhase"],"id":1,"type":104}"#
-            ),
-            StderrLine::Ignore
-        );
-        assert_eq!(
-            parse_stderr_line("warning: plain"),
-            StderrLine::Log("warning: plain".into())
-        );
-        assert_eq!(
-            parse_stderr_line("@nix {broken"),
-            StderrLine::Log("@nix {broken".into())
-        );
-    }
-
-    #[test]
-    fn builds_realise_args() {
-        let req = BuildRequest {
-            drv_path: "/nix/store/aaaa-x.drv".into(),
-            outputs: vec!["out".into(), "dev".into()],
-            options: vec![
-                ("max-silent-time".into(), "60".into()),
-                ("system-features".into(), "nsh kvm".into()),
-            ],
-            log_offset: 0,
-        };
-        assert_eq!(
-            realise_args(&req, Path::new("/d/result"), None).unwrap(),
-            [
-                "--realise",
-                "/nix/store/aaaa-x.drv!out,dev",
-                "--add-root",
-                "/d/result",
-                "--log-format",
-                "internal-json",
-                "--option",
-                "max-silent-time",
-                "60",
-                "--option",
-                "system-features",
-                "nsh kvm",
-            ]
-        );
-        let with_hook = realise_args(
-            &req,
-            Path::new("/d/result"),
-            Some(Path::new("/opt/nix/libexec/nix/build-remote")),
-        )
-        .unwrap();
-        assert_eq!(
-            with_hook[with_hook.len() - 3..],
-            [
-                "--option",
-                "build-hook",
-                "/opt/nix/libexec/nix/build-remote"
-            ]
-        );
-        let bad = BuildRequest {
-            drv_path: "--gc".into(),
-            ..req.clone()
-        };
-        assert!(realise_args(&bad, Path::new("/d/result"), None).is_err());
-        let bad = BuildRequest {
-            outputs: vec!["a,b".into()],
-            ..req.clone()
-        };
-        assert!(realise_args(&bad, Path::new("/d/result"), None).is_err());
-        let bad = BuildRequest {
-            options: vec![("--x".into(), "1".into())],
-            ..req
-        };
-        assert!(realise_args(&bad, Path::new("/d/result"), None).is_err());
-    }
-
-    fn idle_build() -> Build {
-        Build {
-            drv_path: "/nix/store/x.drv".into(),
-            state: Mutex::new(State {
-                log: VecDeque::new(),
-                log_start: 0,
-                cursor: 0,
-                attached: 0,
-                errors: VecDeque::new(),
-                result: None,
-            }),
-            changed: Condvar::new(),
-        }
-    }
-
-    #[test]
-    fn backlog_keeps_the_tail_in_whole_lines() {
-        let b = idle_build();
-        let line = "x".repeat(1000);
-        for _ in 0..2000 {
-            b.push_log(&line);
-        }
-        b.attach(7, 0);
-        let Next::Gap(gap) = b.next(7) else {
-            panic!("expected a gap first")
-        };
-        let mut got = Vec::new();
-        while let Next::Log(bytes) = b.next(7) {
-            got.extend(bytes);
-        }
-        assert_eq!(gap + got.len() as u64, 2000 * 1001);
-        let text = String::from_utf8(got).unwrap();
-        assert!(text.len() <= MAX_BACKLOG);
-        assert!(text.lines().all(|l| l == line));
-        b.attach(8, 2000 * 1001);
-        assert!(matches!(b.next(7), Next::Detached));
-        b.finish(0, String::new(), vec!["/nix/store/out".into()]);
-        assert!(matches!(b.next(8), Next::Done(r) if r.outputs.len() == 1));
-    }
-
-    #[test]
-    fn a_reconnecting_client_gets_the_log_from_its_offset() {
-        let b = idle_build();
-        for i in 0..10 {
-            b.push_log(&format!("line {i}"));
-        }
-        b.attach(1, 0);
-        let Next::Log(first) = b.next(1) else {
-            panic!("expected log")
-        };
-        assert_eq!(first.len(), 70);
-        // The client got only the first three lines before its connection broke.
-        b.attach(2, 21);
-        let Next::Log(rest) = b.next(2) else {
-            panic!("expected log")
-        };
-        assert_eq!(
-            String::from_utf8(rest).unwrap(),
-            "line 3\nline 4\nline 5\nline 6\nline 7\nline 8\nline 9\n"
-        );
-        // An offset past the end (a confused client) is clamped: nothing is sent twice.
-        b.attach(3, 1 << 40);
-        b.finish(0, String::new(), vec![]);
-        assert!(matches!(b.next(3), Next::Done(_)));
-    }
-}
+#[path = "build_tests.rs"]
+mod tests;

@@ -16,6 +16,8 @@ mod connect;
 #[cfg(feature = "fault-injection")]
 mod fault;
 mod import;
+mod job_cpus;
+mod kept_build;
 mod log;
 mod nix;
 mod procs;

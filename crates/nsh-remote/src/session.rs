@@ -281,8 +281,7 @@ impl Conn {
                     ));
                 }
                 None => {
-                    let root = self.agent.dir.join("result");
-                    let b = Build::start(&self.agent.nix, &self.agent.children, req, &root)?;
+                    let b = Build::start(&self.agent, req)?;
                     st.build = Some(Arc::clone(&b));
                     b
                 }

@@ -13,7 +13,13 @@ use serde::{Deserialize, Serialize};
 /// Bumped on any incompatible change to the messages below. Both sides refuse a mismatch
 /// with an error that names both versions, rather than misreading frames.
 /// 3: `ImportAck` (flow control of the upload), `Waiting`, `lease_ms` in the agent's `Hello`.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: `cores` and `keep_failed` in `BuildRequest`, `kept_dir` in `BuildResult`.
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// The job script sets this to the names (space-separated) of the job environment's
+/// variables that may carry the CPUs the scheduler allocated to the job on its node, most
+/// specific first; the agent reads the first one set (see `nsh-remote`'s `job_cpus`).
+pub const JOB_CPUS_VARS_ENV: &str = "NSH_JOB_CPUS_VARS";
 
 /// The agent's lease: with no frame from a client for this long, it ends its build and job
 /// (nsh is gone, or cut off past reconnecting). The job script passes it to `serve`.
@@ -83,6 +89,10 @@ pub struct BuildRequest {
     /// `--option NAME VALUE` pairs for the remote realise (max-silent-time, timeout,
     /// system-features, …).
     pub options: Vec<(String, String)>,
+    /// `cores` as the user set it; `None`: the agent builds with the CPUs the job got.
+    pub cores: Option<u32>,
+    /// Nix's `keep-failed`: keep a failed build's directory on the node and say where.
+    pub keep_failed: bool,
     /// How many bytes of the build's log the client already has: a client that reconnects
     /// to a running build gets the log from there (what was in flight when the old
     /// connection broke is sent again).
@@ -161,6 +171,9 @@ pub struct BuildResult {
     pub message: String,
     /// Store paths `nix-store --realise` printed (the built outputs).
     pub outputs: Vec<String>,
+    /// The failed build's directory Nix kept on the node (with `keep_failed`), as Nix's
+    /// "keeping build directory" message names it.
+    pub kept_dir: Option<String>,
 }
 
 #[cfg(test)]

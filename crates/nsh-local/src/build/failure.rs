@@ -127,6 +127,34 @@ pub fn job_ended(job: &JobId, host: Option<&str>, st: &JobStatus, serving: bool)
     }
 }
 
+/// Where the failed build's directory is kept on `host` and how to look at it. `dir` comes
+/// from the node: one that is not a plain absolute path is shown escaped, with no command.
+pub fn kept_dir_message(host: &str, dir: &str, state_dir: &str) -> String {
+    let plain = dir.starts_with('/')
+        && dir.len() < 4096
+        && !dir
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == ';');
+    if !plain {
+        return format!(
+            "nsh: the node {host} says it kept the failed build's directory at {:?}, which \
+             is not a plain absolute path: look on the node yourself",
+            dir.chars().take(200).collect::<String>()
+        );
+    }
+    let owner = if dir.starts_with(&format!("{state_dir}/")) {
+        String::new()
+    } else {
+        "; it is where the node's Nix keeps its build directories (the Nix daemon's, or its \
+         build-dir), not nsh's: remove it as that directory's owner"
+            .into()
+    };
+    format!(
+        "nsh: the failed build's directory is kept on {host} at {dir}; look with: ssh {host} \
+         ls {dir} (remove it when done){owner}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +246,20 @@ mod tests {
         let text = format!("{:#}", job_ended(&JobId("8".into()), None, &st, true).error);
         assert!(text.contains("signal 9"), "{text}");
         assert!(text.contains("agent died or was killed"), "{text}");
+    }
+
+    #[test]
+    fn kept_dir_messages() {
+        let m = kept_dir_message("node1", "/s/kept-builds/nix-build-x-0", "/s");
+        assert_eq!(
+            m,
+            "nsh: the failed build's directory is kept on node1 at /s/kept-builds/nix-build-x-0; \
+             look with: ssh node1 ls /s/kept-builds/nix-build-x-0 (remove it when done)"
+        );
+        let m = kept_dir_message("node1", "/tmp/nix-build-x-0", "/s");
+        assert!(m.contains("not nsh's"), "{m}");
+        let m = kept_dir_message("node1", "/tmp/x; rm -rf /", "/s");
+        assert!(!m.contains("look with"), "{m}");
+        assert!(kept_dir_message("n", "/a\nb", "/s").contains("\\n"));
     }
 }

@@ -64,6 +64,9 @@ impl Scheduler for Fake {
     fn name(&self) -> &'static str {
         "fake"
     }
+    fn cpu_count_vars(&self) -> &'static str {
+        "FAKE_CPUS"
+    }
     fn error_kind(&self, _: &anyhow::Error) -> crate::scheduler::ErrorKind {
         crate::scheduler::ErrorKind::Transient
     }

@@ -232,6 +232,15 @@ impl Scheduler for Backend {
         }
     }
 
+    fn cpu_count_vars(&self) -> &'static str {
+        match self {
+            Backend::SlurmRest(s) => s.cpu_count_vars(),
+            Backend::SlurmNative(s) => s.cpu_count_vars(),
+            Backend::Pbs(p) => p.cpu_count_vars(),
+            Backend::SlurmCli(c) => c.cpu_count_vars(),
+        }
+    }
+
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {
         match self {
             Backend::SlurmRest(s) => s.error_kind(e),

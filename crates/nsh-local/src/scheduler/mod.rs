@@ -189,6 +189,10 @@ impl EndReason {
     }
 }
 
+/// Slurm's count of the CPUs the job has on the node (set in the batch environment by
+/// slurmd, whatever the submission path and `--export`).
+pub const SLURM_CPU_VARS: &str = "SLURM_CPUS_ON_NODE";
+
 /// The operations nsh needs from a batch scheduler. Errors name the scheduler endpoint and
 /// the job, and say what to do.
 pub trait Scheduler: Send + Sync {
@@ -201,6 +205,10 @@ pub trait Scheduler: Send + Sync {
     fn describe(&self) -> String;
     /// The scheduler's short name (`slurm`, `pbs`), for the machine Nix shows (`slurm job 7`).
     fn name(&self) -> &'static str;
+    /// The job environment's variables (space-separated, most specific first) that carry
+    /// the CPUs the job got on its node: the job script hands them to the agent, which
+    /// builds with that many `cores` (see `nsh-remote`'s `job_cpus.rs`).
+    fn cpu_count_vars(&self) -> &'static str;
     /// The kind of an error this backend returned (looked for anywhere in its chain).
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind;
     /// Whether a rejected credential was replaced by a renewed one (re-read from nsh.conf's

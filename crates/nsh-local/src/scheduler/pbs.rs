@@ -387,6 +387,12 @@ impl<R: RunCommand> Scheduler for Pbs<R> {
         "pbs"
     }
 
+    /// OpenPBS sets `NCPUS` (the chunk's ncpus), Torque `PBS_NUM_PPN` (per node); Slurm's
+    /// Torque wrappers (`qsub` over `sbatch`) leave Slurm's.
+    fn cpu_count_vars(&self) -> &'static str {
+        "NCPUS PBS_NUM_PPN SLURM_CPUS_ON_NODE"
+    }
+
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {
         e.chain()
             .find_map(|c| {

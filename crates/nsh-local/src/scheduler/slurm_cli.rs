@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 
 use super::commands::{CommandError, CommandOutput, Invocation, RunCommand, printable};
-use super::{ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler};
+use super::{ErrorKind, JobId, JobParams, JobSpec, JobStatus, SLURM_CPU_VARS, Scheduler};
 pub use errors::Error;
 pub use params::derivation_params;
 
@@ -240,6 +240,10 @@ impl<R: RunCommand> Scheduler for SlurmCli<R> {
 
     fn name(&self) -> &'static str {
         "slurm"
+    }
+
+    fn cpu_count_vars(&self) -> &'static str {
+        SLURM_CPU_VARS
     }
 
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {

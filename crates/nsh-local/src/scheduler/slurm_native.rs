@@ -28,7 +28,9 @@ use std::sync::{Arc, OnceLock};
 use anyhow::Result;
 
 use super::job_user::JobUser;
-use super::{ErrorKind, JobId, JobParams, JobSpec, JobStatus, Scheduler, slurm_state};
+use super::{
+    ErrorKind, JobId, JobParams, JobSpec, JobStatus, SLURM_CPU_VARS, Scheduler, slurm_state,
+};
 pub use constraints::Constraints;
 pub use errors::Error;
 
@@ -264,6 +266,10 @@ impl Scheduler for SlurmNative {
 
     fn name(&self) -> &'static str {
         "slurm"
+    }
+
+    fn cpu_count_vars(&self) -> &'static str {
+        SLURM_CPU_VARS
     }
 
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {

@@ -41,7 +41,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{ErrorKind, JobId, JobSpec, JobStatus, Scheduler};
+use super::{ErrorKind, JobId, JobSpec, JobStatus, SLURM_CPU_VARS, Scheduler};
 #[cfg(test)]
 use credentials::Token;
 pub use credentials::TokenSource;
@@ -783,6 +783,10 @@ impl Scheduler for SlurmRest {
 
     fn name(&self) -> &'static str {
         "slurm"
+    }
+
+    fn cpu_count_vars(&self) -> &'static str {
+        SLURM_CPU_VARS
     }
 
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind {
