@@ -59,7 +59,7 @@ node_cpus=$(on node1 nproc)
 
 nsh_build two "$WORK/cores.nix" -A two
 check_cores two 2
-assert_log two "the 2 CPUs the job was allocated on node[12] \(SLURM_CPUS_ON_NODE\)"
+assert_log two "the job's 2 CPUs on node[12], from SLURM_CPUS_ON_NODE\)"
 job=$(job_ids two | tail -n1)
 [ "$(job_field "$job" NumCPUs)" = 2 ] || fail "two: job $job has NumCPUs=$(job_field "$job" NumCPUs)"
 say "ok: cpus_per_task = 2 → cores 2 (job $job): $(grep -m1 'building with cores' "$LOGS/two.log")"
@@ -78,7 +78,7 @@ say "ok: no parameters → cores $want = NumCPUs of job $job"
 
 nsh_build user "$WORK/cores.nix" -A user --option cores 1
 check_cores user 1
-assert_log user 'cores = 1 \(set by you; the job has the 2 CPUs'
+assert_log user 'cores = 1 \(set by you; the job has 2 CPUs on node[12], from SLURM_CPUS_ON_NODE\)'
 say "ok: --option cores 1 with 2 CPUs → $(grep -m1 'building with cores' "$LOGS/user.log")"
 
 BUILD_ENV=(NSH_CONFIG="$(printf 'job-scheduler = slurm-cli\nstate-dir = %s\nallow-root-jobs = true' "$NSH_TB_STATE_DIR")")

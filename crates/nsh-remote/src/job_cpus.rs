@@ -83,9 +83,9 @@ pub fn choose(requested: Option<u32>, job: Option<(u32, Source)>, host: &str) ->
         }
     };
     let got = |n: u32, src: &Source| match src {
-        Source::Var(v) => format!("the {} the job was allocated on {host} ({v})", cpus(n)),
+        Source::Var(v) => format!("{} on {host}, from {v}", cpus(n)),
         Source::Affinity => format!(
-            "the {} of the job's affinity mask on {host}: the scheduler named no CPU count",
+            "{} on {host}, from its affinity mask: the scheduler named no CPU count",
             cpus(n)
         ),
     };
@@ -103,7 +103,10 @@ pub fn choose(requested: Option<u32>, job: Option<(u32, Source)>, host: &str) ->
         },
         (None, Some((n, src))) => Cores {
             cores: n,
-            message: format!("nsh: building with cores = {n} ({})", got(n, &src)),
+            message: format!(
+                "nsh: building with cores = {n} (the job's {})",
+                got(n, &src)
+            ),
         },
         (None, None) => Cores {
             cores: 1,
@@ -182,13 +185,13 @@ mod tests {
         assert_eq!(c.cores, 2);
         assert_eq!(
             c.message,
-            "nsh: building with cores = 2 (the 2 CPUs the job was allocated on node1 \
-             (SLURM_CPUS_ON_NODE))"
+            "nsh: building with cores = 2 (the job's 2 CPUs on node1, from SLURM_CPUS_ON_NODE)"
         );
         let c = choose(Some(1), slurm, "node1");
         assert_eq!(c.cores, 1);
         assert!(
-            c.message.contains("set by you; the job has the 2 CPUs"),
+            c.message
+                .contains("set by you; the job has 2 CPUs on node1, from SLURM_CPUS_ON_NODE"),
             "{}",
             c.message
         );
@@ -197,7 +200,7 @@ mod tests {
         assert!(c.message.contains("affinity mask"), "{}", c.message);
         assert_eq!(choose(None, None, "n").cores, 1);
         let c = choose(None, Some((1, Source::Var("NCPUS".into()))), "n");
-        assert!(c.message.contains("the 1 CPU the job"), "{}", c.message);
+        assert!(c.message.contains("the job's 1 CPU on n,"), "{}", c.message);
         assert_eq!(choose(Some(7), None, "n").cores, 7);
     }
 
