@@ -170,6 +170,23 @@ pub enum Next {
 }
 
 impl Build {
+    /// A build of `drv_path` with no log and no result yet.
+    fn idle(drv_path: String) -> Build {
+        Build {
+            drv_path,
+            state: Mutex::new(State {
+                log: VecDeque::new(),
+                log_start: 0,
+                cursor: 0,
+                attached: 0,
+                errors: VecDeque::new(),
+                result: None,
+                kept_dir: None,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
     /// Spawns `nix-store --realise` and the threads that read it.
     pub fn start(agent: &Agent, req: &BuildRequest) -> Result<Arc<Build>> {
         let (nix, children) = (&agent.nix, &agent.children);
@@ -195,19 +212,7 @@ impl Build {
         let guard = ChildGuard::new(children, pid);
         let stdout = child.stdout.take().context("realise stdout")?;
         let stderr = child.stderr.take().context("realise stderr")?;
-        let build = Arc::new(Build {
-            drv_path: req.drv_path.clone(),
-            state: Mutex::new(State {
-                log: VecDeque::new(),
-                log_start: 0,
-                cursor: 0,
-                attached: 0,
-                errors: VecDeque::new(),
-                result: None,
-                kept_dir: None,
-            }),
-            changed: Condvar::new(),
-        });
+        let build = Arc::new(Build::idle(req.drv_path.clone()));
         build.push_log(&cores.message);
         let root = root.to_owned();
         let out_thread = thread::spawn(move || read_outputs(stdout, &root));

@@ -115,19 +115,7 @@ fn builds_realise_args() {
 }
 
 fn idle_build() -> Build {
-    Build {
-        drv_path: "/nix/store/x.drv".into(),
-        state: Mutex::new(State {
-            log: VecDeque::new(),
-            log_start: 0,
-            cursor: 0,
-            attached: 0,
-            errors: VecDeque::new(),
-            result: None,
-            kept_dir: None,
-        }),
-        changed: Condvar::new(),
-    }
+    Build::idle("/nix/store/x.drv".into())
 }
 
 #[test]
