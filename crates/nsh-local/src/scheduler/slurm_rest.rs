@@ -33,7 +33,6 @@
 //! so the token only ever goes where `nsh.conf` says, the way it says.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -46,19 +45,20 @@ use super::{ErrorKind, JobId, JobSpec, JobStatus, SLURM_CPU_VARS, Scheduler};
 use credentials::Token;
 pub use credentials::TokenSource;
 use credentials::{Credentials, Renewal, Renewed};
+pub use errors::Error;
 use permits::Permits;
 use shapes::{
     ESLURM_ALREADY_DONE, ESLURM_INVALID_JOB_ID, LIMIT_ERRORS, Paths, V0_0_38_AUTH_ERRORS,
     choose_version, error_detail, error_numbers, find_job, is_auth_failure, job_status,
     served_versions, submit_body, submitted_job_id,
 };
+pub use transport::Transport;
+use transport::{REQUEST_TIMEOUT, http_client, rustls_error, tls_problem};
 
 /// Oldest and newest REST API versions nsh speaks.
 pub const MIN_VERSION: ApiVersion = ApiVersion(38);
 pub const MAX_VERSION: ApiVersion = ApiVersion(45);
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where slurmrestd publishes its OpenAPI document, newest form first.
 const OPENAPI_DOCS: [&str; 3] = ["/openapi/v3", "/openapi", "/openapi.json"];
 
@@ -94,248 +94,6 @@ impl fmt::Display for ApiVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "v0.0.{}", self.0)
     }
-}
-
-/// Why a REST call failed. Wrapped in `anyhow::Error`; callers may downcast to branch.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error(
-        "{endpoint} {} the JWT while {action} (HTTP {status}: {detail}): check \
-         `slurm-jwt-token` and whether it has expired (`scontrol token lifespan=SECONDS` \
-         issues a new one)",
-        if *.ambiguous { "probably rejected" } else { "rejected" }
-    )]
-    TokenRejected {
-        endpoint: String,
-        action: String,
-        status: StatusCode,
-        detail: String,
-        /// Slurm 22.05–23.11 answers a bad token with a 500 that a lost slurmctld could
-        /// also cause, so it may be worth trying again.
-        ambiguous: bool,
-    },
-    #[error("{endpoint} answered HTTP {status} while {action}: {detail}")]
-    Http {
-        endpoint: String,
-        action: String,
-        status: StatusCode,
-        detail: String,
-    },
-    #[error(
-        "{endpoint} refused the job for a limit while {action}: {detail}; nsh postpones the \
-         build until a job of this user ends (set max-queued-jobs below the limit to stay \
-         clear of it)"
-    )]
-    Limit {
-        endpoint: String,
-        action: String,
-        detail: String,
-    },
-    #[error("{problem} ({endpoint}, while {action}); {check}")]
-    Tls {
-        endpoint: String,
-        action: String,
-        /// What failed, e.g. `TLS verification failed for host 10.0.0.1: …; the token was
-        /// not sent`.
-        problem: String,
-        /// What to check, naming the setting.
-        check: String,
-    },
-    #[error("no answer from {endpoint} while {action}: is slurmrestd running and reachable?")]
-    Unreachable {
-        endpoint: String,
-        action: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("no connection to {endpoint} free while {action}: {detail}")]
-    Busy {
-        endpoint: String,
-        action: String,
-        detail: String,
-    },
-    #[error("{endpoint} gave an unexpected answer while {action}: {detail}")]
-    BadAnswer {
-        endpoint: String,
-        action: String,
-        detail: String,
-    },
-    #[error("{endpoint}: {detail}")]
-    Version { endpoint: String, detail: String },
-    #[error("`slurm-jwt-token` is unusable: {0}")]
-    BadToken(&'static str),
-    #[error("cannot submit job `{name}`: {detail}")]
-    BadJob { name: String, detail: String },
-}
-
-impl Error {
-    /// True when trying again later may work (network trouble, a busy or restarting server).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Unreachable { .. } | Error::Busy { .. } => true,
-            Error::TokenRejected { ambiguous, .. } => *ambiguous,
-            Error::Http { status, .. } => {
-                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
-            }
-            _ => false,
-        }
-    }
-
-    /// True when slurmctld refused a submission for a per-user, account or QOS limit, or a
-    /// full queue: the same job may be accepted once other jobs end.
-    pub fn is_limit(&self) -> bool {
-        matches!(self, Error::Limit { .. })
-    }
-
-    /// This error as the hook sees it, whichever backend runs.
-    pub fn kind(&self) -> ErrorKind {
-        if self.is_transient() {
-            ErrorKind::Transient
-        } else if self.is_limit() {
-            ErrorKind::Refused
-        } else if matches!(self, Error::TokenRejected { .. } | Error::BadToken(_)) {
-            ErrorKind::Auth
-        } else {
-            ErrorKind::Other
-        }
-    }
-}
-
-/// How nsh reaches slurmrestd (`slurm-api-scheme`, `slurm-api-ca-file`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    Http,
-    /// Verified TLS: against the PEM bundle `ca_file` only, or else the roots built into
-    /// nsh (Mozilla's, from the webpki-roots crate).
-    Https {
-        ca_file: Option<PathBuf>,
-    },
-}
-
-impl Transport {
-    fn scheme(&self) -> &'static str {
-        match self {
-            Transport::Http => "http",
-            Transport::Https { .. } => "https",
-        }
-    }
-
-    /// For the negotiation cache key: an http probe is never reused for https, nor one
-    /// made with one CA for another.
-    fn cache_tag(&self) -> String {
-        match self {
-            Transport::Http => "http".into(),
-            Transport::Https { ca_file: None } => "https_builtin".into(),
-            Transport::Https {
-                ca_file: Some(path),
-            } => {
-                let hash = blake3::hash(path.as_os_str().as_encoded_bytes());
-                format!("https_ca{}", &hash.to_hex()[..16])
-            }
-        }
-    }
-
-    /// Which CAs verify the server, for messages.
-    pub fn trust(&self) -> Option<String> {
-        match self {
-            Transport::Http => None,
-            Transport::Https { ca_file: None } => {
-                Some("the built-in (Mozilla) root CAs; slurm-api-ca-file is not set".into())
-            }
-            Transport::Https {
-                ca_file: Some(path),
-            } => Some(format!("slurm-api-ca-file {}", path.display())),
-        }
-    }
-}
-
-/// The HTTP client for `transport`: timeouts, no proxy, no redirects, and for HTTPS only
-/// HTTPS with the configured CAs.
-fn http_client(transport: &Transport) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .no_proxy()
-        // No idle keep-alive: an open connection must hold a permit (permits.rs).
-        .pool_max_idle_per_host(0)
-        // slurmrestd never redirects; following one would carry the token elsewhere.
-        .redirect(reqwest::redirect::Policy::none());
-    if let Transport::Https { ca_file } = transport {
-        builder = builder.https_only(true);
-        if let Some(path) = ca_file {
-            let certs = crate::config::read_ca_file(path).map_err(|problem| {
-                anyhow::anyhow!("slurm-api-ca-file = {}: {problem}", path.display())
-            })?;
-            builder = builder.tls_built_in_root_certs(false);
-            for cert in certs {
-                let cert = reqwest::Certificate::from_der(&cert)
-                    .map_err(|e| anyhow::anyhow!("slurm-api-ca-file = {}: {e}", path.display()))?;
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))
-}
-
-/// The rustls error somewhere in `err`'s source chain. reqwest 0.12 nests it as
-/// `io::Error(Other, io::Error(InvalidData, rustls::Error))`, and `io::Error::source()` skips
-/// the error it wraps, so step into those with `get_ref()` instead.
-fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut next = Some(err);
-    // Chains are a handful of links deep; the bound only guards against a cycle.
-    for _ in 0..32 {
-        let e = next?;
-        if let Some(found) = e.downcast_ref::<rustls::Error>() {
-            return Some(found);
-        }
-        next = match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
-    }
-    None
-}
-
-/// What failed and what to check, for a TLS error from rustls talking to `host`.
-fn tls_problem(err: &rustls::Error, host: &str, transport: &Transport) -> (String, String) {
-    use rustls::CertificateError as C;
-    let ca = match transport {
-        Transport::Https {
-            ca_file: Some(path),
-        } => format!("slurm-api-ca-file ({})", path.display()),
-        _ => "slurm-api-ca-file (not set: only the built-in root CAs are trusted)".into(),
-    };
-    let rustls::Error::InvalidCertificate(cert) = err else {
-        return (
-            format!("the TLS handshake with host {host} failed: {err}"),
-            "check that slurm-api-port is the TLS port (slurm-api-scheme = https needs a TLS \
-             proxy in front of slurmrestd) and that the proxy accepts TLS 1.2 or 1.3"
-                .into(),
-        );
-    };
-    // Verification happens inside the handshake, before any request byte: nothing, and so
-    // no token, went over this connection.
-    let problem = format!("TLS verification failed for host {host}: {err}; the token was not sent");
-    let check = match cert {
-        C::NotValidForName | C::NotValidForNameContext { .. } => format!(
-            "check that the server certificate's names (subjectAltName) include '{host}', \
-             exactly as slurm-api-host says it"
-        ),
-        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
-            "check the server certificate's validity dates and this machine's clock".into()
-        }
-        C::UnknownIssuer | C::BadSignature => {
-            format!("check that {ca} holds the CA that signed the server's certificate")
-        }
-        _ => format!("check {ca} and the server certificate (its names must include '{host}')"),
-    };
-    (problem, check)
 }
 
 /// An HTTP answer, with its body parsed as JSON when it is JSON.
@@ -814,6 +572,7 @@ impl Scheduler for SlurmRest {
 }
 
 mod credentials;
+mod errors;
 #[cfg(test)]
 mod limit_tests;
 mod permits;
@@ -826,3 +585,4 @@ mod testbed_tests;
 mod tests;
 #[cfg(test)]
 mod tls_tests;
+mod transport;
