@@ -154,7 +154,7 @@ fn main() {
             message: "boom".into(),
         },
         AgentMsg::Pong,
-        AgentMsg::Bye,
+        AgentMsg::Bye { timings: vec![] },
     ];
     let client = [
         ClientMsg::Hello {

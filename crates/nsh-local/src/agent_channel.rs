@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use nsh_wire::agent_protocol::{AgentMsg, ClientMsg, PROTOCOL_VERSION, keepalive_for};
 use nsh_wire::codec;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openssh::{Child, ChildStdin, ChildStdout, Session, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -18,6 +18,8 @@ pub struct AgentChannel {
     writer: Arc<Mutex<BufWriter<ChildStdin>>>,
     keepalive: Option<tokio::task::JoinHandle<()>>,
     pub host: String,
+    /// When the `Hello` went: places the agent's own timings on nsh's clock.
+    pub hello_sent: Instant,
 }
 
 impl Drop for AgentChannel {
@@ -92,7 +94,9 @@ impl AgentChannel {
             writer: Arc::new(Mutex::new(BufWriter::with_capacity(256 << 10, stdin))),
             keepalive: None,
             host: host.to_string(),
+            hello_sent: Instant::now(),
         };
+        chan.hello_sent = Instant::now();
         chan.send(&ClientMsg::Hello {
             version: PROTOCOL_VERSION,
             token: token.to_string(),

@@ -22,7 +22,8 @@ use crate::agent_deploy::{self, AgentBinary};
 use crate::config::Config;
 use crate::job_script::JobFiles;
 use crate::local_store::LocalStore;
-use crate::nix_log::{ACT_UNKNOWN, LVL_TALKATIVE, Ui};
+use crate::nix_log::{ACT_UNKNOWN, LVL_DEBUG, LVL_TALKATIVE, Ui};
+use crate::phases::{self, Phases};
 use crate::scheduler::{ErrorKind, JobId, JobState, JobStatus, Scheduler};
 use crate::ssh::{Slot, SshPool};
 use crate::transfer;
@@ -45,6 +46,8 @@ pub struct Build<'a> {
     pub attempt: u32,
     /// Set once outputs were registered locally: from then on the build is not redone.
     pub registered: AtomicBool,
+    /// Where the time goes (shown at Nix's debug level).
+    pub phases: Phases,
 }
 
 /// nsh's copy of the build log so far: how much of it arrived (a reconnect resumes there)
@@ -77,6 +80,7 @@ fn is_channel_lost(e: &anyhow::Error) -> bool {
 impl Build<'_> {
     pub async fn run<S: Scheduler>(&self, sched: &S) -> Result<(), Failure> {
         let host = self.wait_for_start(sched).await?;
+        self.phases.mark(phases::START_SEEN);
         self.ui
             .info(&format!("nsh: job {} is running on {host}", self.job));
         let pool = SshPool::new(&crate::runtime_dir::runtime_dir().map_err(Failure::other)?)
@@ -119,7 +123,11 @@ impl Build<'_> {
             chan.flush().await?;
             loop {
                 match chan.recv().await? {
-                    AgentMsg::Bye => return Ok::<_, anyhow::Error>(()),
+                    AgentMsg::Bye { timings } => {
+                        self.phases.mark("goodbye");
+                        self.phases.agent(chan.hello_sent, timings);
+                        return Ok::<_, anyhow::Error>(());
+                    }
                     AgentMsg::Error { message } => bail!("{message}"),
                     _ => {}
                 }
@@ -165,6 +173,9 @@ impl Build<'_> {
             };
             let _ = tokio::time::timeout(Duration::from_secs(10), rm).await;
         }
+        let timing = self.phases.report(&self.job.0);
+        tracing::debug!("{timing}");
+        self.ui.msg(LVL_DEBUG, &timing);
         if result.is_ok() {
             note.after_build(sched, self.ui, self.config, &self.job)
                 .await;
@@ -208,8 +219,10 @@ impl Build<'_> {
     async fn connect_once(&self, slot: &Slot, host: &str, first: bool) -> Result<AgentChannel> {
         let session = Arc::new(slot.session().await?);
         if first {
+            self.phases.mark("ssh ready");
             let uploaded =
                 agent_deploy::ensure_agent(&session, host, &self.files, &self.agent).await?;
+            self.phases.mark("agent checked");
             if uploaded > 0 {
                 self.ui.info(&format!(
                     "nsh: uploaded the agent ({uploaded} bytes) to {}",
@@ -231,6 +244,7 @@ impl Build<'_> {
         .await
         .context("the agent did not answer")?;
         if first {
+            self.phases.mark("agent ready");
             self.ui.info(&format!(
                 "nsh: agent on {} ready (Nix {}, store {})",
                 info.hostname,
@@ -457,8 +471,9 @@ impl Build<'_> {
         let mut roots = vec![self.drv_path.clone()];
         roots.extend(self.inputs.iter().cloned());
         let closure = self.store.requisites(&roots).map_err(Failure::other)?;
+        self.phases.mark("input closure");
         let t = Instant::now();
-        let stats = transfer::upload_missing(chan, &self.store, self.ui, closure)
+        let stats = transfer::upload_missing(chan, &self.store, self.ui, &self.phases, closure)
             .await
             .map_err(|e| Failure::other(e.context(format!("job {} on {host}", self.job))))?;
         self.ui.info(&format!(
@@ -557,6 +572,7 @@ impl Build<'_> {
                     );
                 }
                 AgentMsg::BuildDone(mut result) => {
+                    self.phases.mark("realise");
                     if let Some(dir) = &result.kept_dir {
                         self.ui
                             .warn(&failure::kept_dir_message(host, dir, &self.files.state));

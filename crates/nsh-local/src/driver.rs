@@ -358,6 +358,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         params: prepared.params.clone(),
         exclude_hosts: Vec::new(),
     };
+    let phases = crate::phases::Phases::new();
     let job = match sched.submit(&spec).await {
         Ok(j) => j,
         // Nix offers it again after build-poll-interval seconds: by then jobs may have ended.
@@ -379,6 +380,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
             return Some(0);
         }
     };
+    phases.mark("submit");
     // Started before the reply: from here on, however the hook ends, the job ends too.
     // The reaper keeps the queue slot until the job has left the queue.
     let reaper = match crate::reaper::spawn(&job, slot.as_ref()) {
@@ -422,6 +424,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         agent,
         attempt: 0,
         registered: Default::default(),
+        phases,
     };
     // The queue slot stays with this hook (and each job's reaper) across resubmissions.
     Some(crate::resubmit::run(build, sched, spec, reaper, slot.as_ref()).await)

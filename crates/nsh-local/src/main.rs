@@ -13,6 +13,7 @@ mod local_store;
 mod nix_cores;
 mod nix_log;
 mod output_fetch;
+mod phases;
 mod queue_slots;
 mod reaper;
 mod resubmit;

@@ -16,6 +16,7 @@ pub const LVL_ERROR: u8 = 0;
 pub const LVL_WARN: u8 = 1;
 pub const LVL_INFO: u8 = 3;
 pub const LVL_TALKATIVE: u8 = 4;
+pub const LVL_DEBUG: u8 = 6;
 
 /// Nix's activity types (`ActivityType` in Nix's `logging.hh`) that nsh reports.
 pub const ACT_UNKNOWN: u64 = 0;

@@ -103,7 +103,10 @@ pub async fn run<S: Scheduler>(
         );
         spec.exclude_hosts = lost_hosts(&lost);
         let new_job = match sched.submit(&spec).await {
-            Ok(j) => j,
+            Ok(j) => {
+                build.phases.mark("resubmit");
+                j
+            }
             Err(e) => {
                 let failure = Failure {
                     kind: FailureKind::Infrastructure,

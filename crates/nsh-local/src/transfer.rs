@@ -14,6 +14,7 @@ use nsh_wire::nar;
 
 use crate::agent_channel::AgentChannel;
 use crate::local_store::LocalStore;
+use crate::phases::Phases;
 use crate::nix_log::{ACT_COPY_PATH, ACT_COPY_PATHS, Activity, LVL_TALKATIVE, Ui};
 
 /// What an upload moved, for the user and for tests.
@@ -40,6 +41,7 @@ pub async fn upload_missing(
     chan: &mut AgentChannel,
     store: &LocalStore,
     ui: &Ui,
+    phases: &Phases,
     closure: Vec<String>,
 ) -> Result<UploadStats> {
     let mut stats = UploadStats {
@@ -47,6 +49,7 @@ pub async fn upload_missing(
         ..Default::default()
     };
     let missing = query_missing(chan, ui, closure).await?;
+    phases.mark("input query");
     stats.missing = missing.len();
     if missing.is_empty() {
         return Ok(stats);
@@ -89,7 +92,10 @@ pub async fn upload_missing(
     chan.flush().await?;
     loop {
         match chan.recv().await? {
-            AgentMsg::Imported { .. } => return Ok(stats),
+            AgentMsg::Imported { .. } => {
+                phases.mark("upload");
+                return Ok(stats);
+            }
             AgentMsg::ImportAck { .. } => {}
             AgentMsg::Error { message } => bail!(import_failed(&chan.host, &message)),
             other => bail!(

@@ -208,6 +208,7 @@ impl Build {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("spawning {}", nix.program().display()))?;
+        crate::timing::mark("realise started");
         let pid = child.id() as i32;
         let guard = ChildGuard::new(children, pid);
         let stdout = child.stdout.take().context("realise stdout")?;
@@ -236,6 +237,7 @@ impl Build {
                 }
             };
             drop(guard);
+            crate::timing::mark("realise ended");
             let code = exit_code(status);
             log!("build of {} ended: {status}", b.drv_path);
             let message = b.error_tail();

@@ -6,8 +6,8 @@
 //! to the node's daemon when that store is the daemon's, with the job user's rights.
 
 use std::collections::VecDeque;
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::process::{Child, ChildStdin, ChildStdout};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::{self, JoinHandle};
@@ -15,10 +15,10 @@ use std::thread::{self, JoinHandle};
 use anyhow::{Context, Result, bail};
 use nsh_wire::agent_protocol::PathInfo;
 use nsh_wire::worker_protocol::{
-    self, AddToStoreNar, Handshake, Stderr, client_handshake, write_add_to_store_nar, write_frame,
-    write_frame_end,
+    self, AddToStoreNar, Stderr, write_add_to_store_nar, write_frame, write_frame_end,
 };
 
+use crate::daemon::{self, Daemon};
 use crate::log::log;
 use crate::nix::{NixStore, check_path_arg, tail_text};
 use crate::procs::{ChildGuard, Children, signal_group};
@@ -49,15 +49,6 @@ struct NarSplitter {
     /// The path being sent and how many of its NAR bytes are still to come.
     current: Option<(String, u64)>,
     added: u64,
-}
-
-fn slurp(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        // A read error just ends the capture; the exit status tells what happened.
-        let _ = r.read_to_end(&mut buf);
-        buf
-    })
 }
 
 /// Reads the daemon's messages for the whole connection, so that its log lines never
@@ -175,76 +166,24 @@ impl Write for NarSplitter {
     }
 }
 
-/// A `nix-daemon --stdio` past the handshake.
-struct Daemon {
-    child: Child,
-    to: BufWriter<ChildStdin>,
-    from: BufReader<ChildStdout>,
-    hs: Handshake,
-    stderr: JoinHandle<Vec<u8>>,
-}
-
-fn open_daemon(nix: &NixStore) -> Result<Daemon> {
-    let mut cmd = nix.daemon_command()?;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
-    let stderr = slurp(child.stderr.take().context("nix-daemon stderr")?);
-    let mut to =
-        BufWriter::with_capacity(256 * 1024, child.stdin.take().context("nix-daemon stdin")?);
-    let mut from =
-        BufReader::with_capacity(64 * 1024, child.stdout.take().context("nix-daemon stdout")?);
-    match client_handshake(&mut from, &mut to, &mut |line| {
-        log!("nix-daemon: {}", line.trim_end())
-    }) {
-        Ok(hs) => Ok(Daemon {
-            child,
-            to,
-            from,
-            hs,
-            stderr,
-        }),
-        Err(e) => {
-            drop(to);
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = tail_text(&stderr.join().unwrap_or_default(), 2000);
-            let program = cmd.get_program().to_string_lossy().into_owned();
-            if err.is_empty() {
-                bail!("{program} --stdio: {e}")
-            }
-            // What it printed says more than the protocol error its exit caused.
-            bail!("{program} --stdio failed: {err}")
-        }
-    }
-}
-
-/// For `self-check`: can the agent add paths here? Says which protocol and Nix answered.
-pub fn check_daemon(nix: &NixStore) -> Result<String> {
-    let Daemon {
-        mut child, to, hs, ..
-    } = open_daemon(nix)?;
-    drop(to);
-    let _ = child.wait();
-    Ok(format!(
-        "nix-daemon --stdio answers (worker protocol {}, Nix {})",
-        worker_protocol::version_string(hs.version),
-        hs.nix_version.as_deref().unwrap_or("?")
-    ))
-}
-
 impl Import {
-    pub fn start(nix: &NixStore, children: &Arc<Children>) -> Result<Import> {
+    /// Starts an import on `early` (the connection opened when the agent started) if
+    /// there is one, else on a new connection.
+    pub fn start(
+        nix: &NixStore,
+        children: &Arc<Children>,
+        early: Option<Result<Daemon>>,
+    ) -> Result<Import> {
         let Daemon {
             child,
             to: to_daemon,
             from,
             hs,
             stderr,
-        } = open_daemon(nix)?;
+        } = match early {
+            Some(Ok(d)) => d,
+            _ => daemon::open(nix)?,
+        };
         let guard = ChildGuard::new(children, child.id() as i32);
         let (tx, results) = channel();
         let reader = read_verdicts(from, hs.version, tx);

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod build;
 mod connect;
+mod daemon;
 #[cfg(feature = "fault-injection")]
 mod fault;
 mod import;
@@ -26,6 +27,7 @@ mod self_check;
 mod serve;
 mod session;
 mod store_lock;
+mod timing;
 mod upload;
 
 /// nsh's build agent, run inside each batch job.

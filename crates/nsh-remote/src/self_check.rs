@@ -38,7 +38,7 @@ pub fn run(state_dir: Option<&Path>, nix_bin_dir: Option<&Path>, store: &str) ->
                 )),
             }
             // Inputs are added through it, with this user's rights on this store.
-            match crate::import::check_daemon(&nix) {
+            match crate::daemon::check(&nix) {
                 Ok(v) => r.ok(&v),
                 Err(e) => r.fail(&format!(
                     "{e:#}: the agent adds inputs through nix-daemon --stdio; check \

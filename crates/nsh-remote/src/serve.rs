@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::build::Build;
+use crate::daemon::{Early, Queries};
 use crate::log::log;
 use crate::nix::{NixStore, TOKEN_ENV};
 use crate::procs::Children;
@@ -47,6 +48,10 @@ pub struct Agent {
     pub hostname: String,
     pub nix_version: String,
     pub children: Arc<Children>,
+    /// The Nix daemon connection for queries, and the one kept for the first import, both
+    /// opened when the agent starts (`daemon.rs`).
+    pub queries: Queries,
+    pub first_import: Early,
     /// The upload and GC locks of the store this agent uses (see `store_lock.rs`).
     pub locks: StoreLocks,
     token: String,
@@ -270,11 +275,13 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     unsafe {
         std::env::remove_var(TOKEN_ENV);
     }
+    crate::timing::begin();
     install_signal_handlers();
     // A Nix that cannot start is reported to the client over the socket (below), with
     // its own error: otherwise the client sees only a closed connection.
     let nix = NixStore::locate(opts.nix_bin_dir.as_deref(), &opts.store)
         .and_then(|nix| nix.version().map(|v| (nix, v)));
+    crate::timing::mark("nix found");
     prepare_dir(&opts.dir)?;
     #[cfg(feature = "fault-injection")]
     crate::fault::set_job_dir(&opts.dir);
@@ -306,13 +313,16 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         Ok(n) => n,
         Err(e) => crate::refuse::serve(listener, &opts.dir, &token, &e, opts.lease),
     };
+    let children = Arc::new(Children::default());
     let agent = Arc::new(Agent {
         dir: opts.dir.clone(),
+        queries: Queries::start(&nix, &children),
+        first_import: Early::spawn(&nix),
         nix,
         store: opts.store.clone(),
         hostname: host,
         nix_version,
-        children: Arc::new(Children::default()),
+        children,
         locks,
         token,
         lease: opts.lease,
@@ -333,6 +343,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         opts.lease.as_millis(),
         agent.locks.dir().display()
     );
+    crate::timing::mark("serving");
     let a = Arc::clone(&agent);
     thread::spawn(move || a.watch());
     for stream in listener.incoming() {

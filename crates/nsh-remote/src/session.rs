@@ -155,6 +155,7 @@ fn serve_inner(agent: &Arc<Agent>, stream: UnixStream, id: u64) -> Result<()> {
     stream
         .set_read_timeout(None)
         .context("clearing hello timeout")?;
+    crate::timing::mark("hello");
     log!("connection {id}: client authenticated");
     let conn = Conn {
         agent: Arc::clone(agent),
@@ -212,9 +213,14 @@ impl Conn {
                 ClientMsg::ImportEnd => {
                     let i = match up.import.take() {
                         Some(i) => i,
-                        None => Import::start(&self.agent.nix, &self.agent.children)?,
+                        None => Import::start(
+                            &self.agent.nix,
+                            &self.agent.children,
+                            self.agent.first_import.take(),
+                        )?,
                     };
                     let paths = i.finish();
+                    crate::timing::mark("import");
                     up = Upload::default();
                     self.send(&AgentMsg::Imported { paths: paths? })?;
                 }
@@ -239,7 +245,11 @@ impl Conn {
         let locks = &self.agent.locks;
         locks.hold_gc_shared(&mut || self.waiting("another job's garbage collection"))?;
         let lock = locks.upload(&mut || self.waiting("another job's upload"))?;
-        let missing = self.agent.nix.query_missing(paths)?;
+        let missing = match self.agent.queries.missing(paths) {
+            Some(m) => m,
+            None => self.agent.nix.query_missing(paths)?,
+        };
+        crate::timing::mark("query");
         log!("query: {} of {} paths missing", missing.len(), paths.len());
         if !missing.is_empty() {
             up.lock = Some(lock);
@@ -323,17 +333,27 @@ impl Conn {
             ));
         }
         let mut send = |m: AgentMsg| self.send(&m);
-        upload::send_output(&self.agent.nix, &self.agent.children, path, &mut send)
-            .with_context(|| format!("sending {path}"))
+        upload::send_output(
+            &self.agent.nix,
+            &self.agent.queries,
+            &self.agent.children,
+            path,
+            &mut send,
+        )
+            .with_context(|| format!("sending {path}"))?;
+        crate::timing::mark("output sent");
+        Ok(())
     }
 
     fn goodbye(&self, collect_garbage: bool) -> ! {
         let agent = &self.agent;
         agent.begin_exit();
+        crate::timing::mark("goodbye");
         log!(
             "connection {}: goodbye (collect garbage: {collect_garbage})",
             self.id
         );
+        agent.queries.close();
         agent.children.terminate_all();
         // The GC root of the outputs lives in the directory: drop it first, so that the
         // collection takes the outputs too (the client has its copy).
@@ -341,7 +361,10 @@ impl Conn {
         if collect_garbage {
             collect(agent);
         }
-        if let Err(e) = self.send(&AgentMsg::Bye) {
+        crate::timing::mark("cleaned up");
+        let timings = crate::timing::all();
+        log!("timings (ms since start): {}", crate::timing::summary(&timings));
+        if let Err(e) = self.send(&AgentMsg::Bye { timings }) {
             log!("sending Bye: {e:#}");
         }
         log!("exit 0");
@@ -362,7 +385,11 @@ struct Upload {
 impl Upload {
     fn import(&mut self, conn: &Conn) -> Result<&mut Import> {
         if self.import.is_none() {
-            self.import = Some(Import::start(&conn.agent.nix, &conn.agent.children)?);
+            self.import = Some(Import::start(
+                &conn.agent.nix,
+                &conn.agent.children,
+                conn.agent.first_import.take(),
+            )?);
             #[cfg(feature = "fault-injection")]
             crate::fault::stall_import();
         }

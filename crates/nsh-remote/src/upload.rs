@@ -14,6 +14,7 @@ use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, PathInfo};
 use nsh_wire::nixbase32;
 use sha2::{Digest, Sha256};
 
+use crate::daemon::Queries;
 use crate::log::log;
 use crate::nix::{NixStore, check_path_arg, tail_text};
 use crate::procs::{ChildGuard, Children};
@@ -40,9 +41,23 @@ pub fn nar_hash_hex(printed: &str) -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// Reads the remote store's metadata of `path`.
-pub fn query_info(nix: &NixStore, path: &str) -> Result<PathInfo> {
+/// Reads the remote store's metadata of `path`: from the agent's daemon connection, or
+/// with `nix-store` when that is not there.
+pub fn query_info(nix: &NixStore, queries: &Queries, path: &str) -> Result<PathInfo> {
     check_path_arg(path)?;
+    if let Some(info) = queries.path_info(path) {
+        return Ok(PathInfo {
+            path: path.to_owned(),
+            // The daemon sends base16 without the algorithm (Nix's worker-protocol.cc).
+            nar_hash: nar_hash_hex(&format!(
+                "sha256:{}",
+                info.nar_hash_hex.trim_start_matches("sha256:")
+            ))?,
+            nar_size: info.nar_size,
+            references: info.references,
+            deriver: info.deriver,
+        });
+    }
     let nar_hash = nar_hash_hex(&nix.run(&["-q", "--hash", path])?)?;
     let size = nix.run(&["-q", "--size", path])?;
     let nar_size = size
@@ -80,11 +95,12 @@ pub fn zstd_level() -> i32 {
 /// Sends `Output`, the NAR chunks and `NarEnd` through `send`.
 pub fn send_output(
     nix: &NixStore,
+    queries: &Queries,
     children: &Arc<Children>,
     path: &str,
     send: &mut dyn FnMut(AgentMsg) -> Result<()>,
 ) -> Result<()> {
-    let info = query_info(nix, path)?;
+    let info = query_info(nix, queries, path)?;
     #[cfg(feature = "fault-injection")]
     let fault_mode = crate::fault::current();
     #[cfg(feature = "fault-injection")]

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 /// with an error that names both versions, rather than misreading frames.
 /// 3: `ImportAck` (flow control of the upload), `Waiting`, `lease_ms` in the agent's `Hello`.
 /// 4: `cores` and `keep_failed` in `BuildRequest`, `kept_dir` in `BuildResult`.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: `timings` in `Bye`.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The job script sets this to the names (space-separated) of the job environment's
 /// variables that may carry the CPUs the scheduler allocated to the job on its node, most
@@ -148,7 +149,11 @@ pub enum AgentMsg {
         message: String,
     },
     Pong,
-    Bye,
+    /// The answer to `Goodbye`: the job's files are gone and the agent exits. `timings`
+    /// says where its time went (shown at Nix's debug level, read by `scripts/bench`).
+    Bye {
+        timings: Vec<Mark>,
+    },
     /// The agent has consumed this many import messages of the current upload (counted
     /// from its first `ImportPath` or `ImportChunk`): nsh may send up to
     /// [`IMPORT_WINDOW`] beyond it.
@@ -160,6 +165,13 @@ pub enum AgentMsg {
     Waiting {
         reason: String,
     },
+}
+
+/// One moment of the agent's work: `phase` ended `micros` after the agent started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub phase: String,
+    pub micros: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,3 +15,4 @@ pub mod nar;
 pub mod nixbase32;
 pub mod store_path;
 pub mod worker_protocol;
+pub mod worker_query;

@@ -39,6 +39,7 @@ impl Build<'_> {
             }
         }
         result?;
+        self.phases.mark(crate::phases::REGISTERED);
         let bytes: u64 = fetched.iter().map(|f| f.nar_size).sum();
         self.ui.info(&format!(
             "nsh: received {} output(s) ({bytes} bytes) from {host} in {:.2}s",
@@ -80,6 +81,7 @@ impl Build<'_> {
                 .with_context(|| format!("job {} on {host}", self.job))?;
             fetched.push(out);
         }
+        self.phases.mark("output fetch");
         self.check_references(host, fetched)?;
         // Every check passed: into place (a stale invalid copy goes first), then register.
         // nix-store and SQLite block: off the runtime's worker (the agent keepalive runs on).
