@@ -4,6 +4,9 @@
 use anyhow::{Context, Result, bail};
 use nsh_wire::agent_protocol::{AgentMsg, ClientMsg, PROTOCOL_VERSION, keepalive_for};
 use nsh_wire::codec;
+
+use crate::agent_deploy;
+use crate::job_script::JobFiles;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +16,11 @@ use tokio::sync::Mutex;
 
 pub struct AgentChannel {
     // Kept alive for as long as the channel: dropping it ends the remote `connect`.
-    _child: Child<Arc<Session>>,
+    child: Option<Child<Arc<Session>>>,
+    /// The first bytes of the remote command's stderr (why it ended, if it did), and the
+    /// task that reads it.
+    stderr: Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
     reader: BufReader<ChildStdout>,
     writer: Arc<Mutex<BufWriter<ChildStdin>>>,
     keepalive: Option<tokio::task::JoinHandle<()>>,
@@ -26,6 +33,9 @@ impl Drop for AgentChannel {
     fn drop(&mut self) {
         if let Some(k) = self.keepalive.take() {
             k.abort();
+        }
+        if let Some(r) = self.stderr_reader.take() {
+            r.abort();
         }
     }
 }
@@ -49,6 +59,26 @@ pub struct AgentRefused {
     pub message: String,
 }
 
+/// The agent binary is not in the state dir yet (a first build there, or a new nsh):
+/// upload it and connect again.
+#[derive(Debug, thiserror::Error)]
+#[error("the agent is not on {host} yet")]
+pub struct AgentMissing {
+    pub host: String,
+}
+
+/// How to reach the agent.
+pub enum Connect<'a> {
+    /// Run its `connect`: it is known to be in place (a reconnect, or just uploaded).
+    Agent { wait_secs: u64 },
+    /// Check the state dir and look for the agent first, in the same SSH command
+    /// (`agent_deploy::connect_script`); [`AgentMissing`] if it is not there.
+    Checked { agent_file: &'a str, wait_secs: u64 },
+}
+
+/// How much of the remote command's stderr is kept.
+const STDERR_KEPT: usize = 16 << 10;
+
 /// What the agent said about itself.
 #[derive(Debug, Clone)]
 pub struct AgentInfo {
@@ -62,24 +92,57 @@ impl AgentChannel {
     pub async fn open(
         session: Arc<Session>,
         host: &str,
-        agent_path: &str,
-        socket: &str,
+        files: &JobFiles,
+        how: Connect<'_>,
         token: &str,
-        wait_secs: u64,
     ) -> Result<(AgentChannel, AgentInfo)> {
-        let mut child = Session::to_command(session, agent_path.to_string());
-        child
-            .arg("connect")
-            .arg(socket)
-            .arg("--wait-secs")
-            .arg(wait_secs.to_string())
-            .stdin(Stdio::piped())
+        let checked = matches!(how, Connect::Checked { .. });
+        let mut cmd = match how {
+            Connect::Agent { wait_secs } => {
+                let mut c = Session::to_command(session, files.agent.clone());
+                c.arg("connect")
+                    .arg(&files.socket)
+                    .arg("--wait-secs")
+                    .arg(wait_secs.to_string());
+                c
+            }
+            Connect::Checked {
+                agent_file,
+                wait_secs,
+            } => {
+                let mut c = Session::to_command(session, "sh".to_string());
+                c.arg("-c")
+                    .arg(agent_deploy::connect_script())
+                    .arg("nsh-connect")
+                    .arg(&files.state)
+                    .arg(agent_file)
+                    .arg(&files.socket)
+                    .arg(wait_secs.to_string());
+                c
+            }
+        };
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = child
+            .stderr(Stdio::piped());
+        let mut child = cmd
             .spawn()
             .await
             .with_context(|| format!("cannot start the agent connection on {host}"))?;
+        let stderr = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr_reader = child.stderr().take().map(|mut from| {
+            let kept = Arc::clone(&stderr);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = from.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let mut k = kept.lock().unwrap_or_else(|p| p.into_inner());
+                    let room = STDERR_KEPT.saturating_sub(k.len());
+                    k.extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
+                }
+            })
+        });
         let stdin = child
             .stdin()
             .take()
@@ -89,7 +152,9 @@ impl AgentChannel {
             .take()
             .context("no stdout for the agent channel")?;
         let mut chan = AgentChannel {
-            _child: child,
+            child: Some(child),
+            stderr,
+            stderr_reader,
             reader: BufReader::with_capacity(256 << 10, stdout),
             writer: Arc::new(Mutex::new(BufWriter::with_capacity(256 << 10, stdin))),
             keepalive: None,
@@ -97,13 +162,13 @@ impl AgentChannel {
             hello_sent: Instant::now(),
         };
         chan.hello_sent = Instant::now();
-        chan.send(&ClientMsg::Hello {
-            version: PROTOCOL_VERSION,
-            token: token.to_string(),
-        })
-        .await?;
-        chan.flush().await?;
-        match chan.recv().await? {
+        let answer = chan.handshake(token).await;
+        let answer = match (answer, checked) {
+            (Ok(a), _) => a,
+            (Err(e), true) if e.is::<ChannelLost>() => return Err(chan.why_ended(e, files).await),
+            (Err(e), _) => return Err(e),
+        };
+        match answer {
             AgentMsg::Hello {
                 version,
                 hostname,
@@ -137,6 +202,54 @@ impl AgentChannel {
             }
             .into()),
             other => bail!("the agent on {host} answered the handshake with {other:?}"),
+        }
+    }
+
+    async fn handshake(&mut self, token: &str) -> Result<AgentMsg> {
+        self.send(&ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            token: token.to_string(),
+        })
+        .await?;
+        self.flush().await?;
+        self.recv().await
+    }
+
+    /// The checked connect ended before the handshake: its exit status says whether the
+    /// agent is missing ([`AgentMissing`]) or the state dir is unusable; otherwise `lost`.
+    async fn why_ended(&mut self, lost: anyhow::Error, files: &JobFiles) -> anyhow::Error {
+        let Some(child) = self.child.take() else {
+            return lost;
+        };
+        let code = match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => return lost,
+        };
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+        }
+        let stderr = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match code {
+            // The agent's own `connect` ended (it printed why).
+            Some(0..=2) | None => {
+                let said = String::from_utf8_lossy(&stderr).trim().to_owned();
+                if said.is_empty() {
+                    lost
+                } else {
+                    lost.context(said)
+                }
+            }
+            _ => match agent_deploy::probe_verdict(code, &stderr, &self.host, files) {
+                Ok(_) => AgentMissing {
+                    host: self.host.clone(),
+                }
+                .into(),
+                Err(e) => e,
+            },
         }
     }
 

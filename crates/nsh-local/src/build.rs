@@ -17,7 +17,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use nsh_wire::agent_protocol::{AgentMsg, BuildRequest, BuildResult, ClientMsg, LEASE};
 use nsh_wire::derivation::Derivation;
 
-use crate::agent_channel::AgentChannel;
+use crate::agent_channel::{AgentChannel, AgentMissing, Connect};
 use crate::agent_deploy::{self, AgentBinary};
 use crate::config::Config;
 use crate::job_script::JobFiles;
@@ -50,6 +50,12 @@ pub struct Build<'a> {
     pub phases: Phases,
 }
 
+/// What the build needs from the local store, read while the job waits (`read_local`).
+struct Local {
+    inputs: transfer::Inputs,
+    outputs_valid: BTreeSet<String>,
+}
+
 /// nsh's copy of the build log so far: how much of it arrived (a reconnect resumes there)
 /// and its last lines (for the error message of a failed build).
 #[derive(Default)]
@@ -79,8 +85,11 @@ fn is_channel_lost(e: &anyhow::Error) -> bool {
 
 impl Build<'_> {
     pub async fn run<S: Scheduler>(&self, sched: &S) -> Result<(), Failure> {
-        let host = self.wait_for_start(sched).await?;
+        // The local store's part is read while the job waits in the queue.
+        let (host, local) = tokio::join!(self.wait_for_start(sched), self.read_local());
+        let host = host?;
         self.phases.mark(phases::START_SEEN);
+        let local = local.map_err(Failure::other)?;
         self.ui
             .info(&format!("nsh: job {} is running on {host}", self.job));
         let pool = SshPool::new(&crate::runtime_dir::runtime_dir().map_err(Failure::other)?)
@@ -99,7 +108,7 @@ impl Build<'_> {
         // A lost channel (SSH dropped, master killed) is not a lost build: the agent keeps
         // building for its lease, so reconnect and carry on where we were.
         let result = loop {
-            match self.run_with_agent(&mut chan, &host, &mut log).await {
+            match self.run_with_agent(&mut chan, &host, &local, &mut log).await {
                 Err(f) if is_channel_lost(&f.error) => {
                     self.ui.warn(&format!(
                         "nsh: job {} on {host}: {:#}; reconnecting",
@@ -218,30 +227,34 @@ impl Build<'_> {
     /// SSH to the host, the agent binary in place, a channel to the agent.
     async fn connect_once(&self, slot: &Slot, host: &str, first: bool) -> Result<AgentChannel> {
         let session = Arc::new(slot.session().await?);
-        if first {
+        // First contact: the job may still be starting the agent. A reconnect finds it
+        // serving already, or dead (refused): don't let a dead agent hold up the loop in
+        // `reconnect`, which notices the job's end between attempts.
+        let how = if first {
             self.phases.mark("ssh ready");
-            let uploaded =
-                agent_deploy::ensure_agent(&session, host, &self.files, &self.agent).await?;
-            self.phases.mark("agent checked");
-            if uploaded > 0 {
+            // The state dir checked and the agent looked for in the same command.
+            Connect::Checked {
+                agent_file: &self.agent.file_name,
+                wait_secs: 60,
+            }
+        } else {
+            Connect::Agent { wait_secs: 1 }
+        };
+        let opened =
+            AgentChannel::open(Arc::clone(&session), host, &self.files, how, &self.token).await;
+        let (chan, info) = match opened {
+            Err(e) if e.is::<AgentMissing>() => {
+                let uploaded = agent_deploy::upload(&session, host, &self.files, &self.agent)
+                    .await?;
                 self.ui.info(&format!(
                     "nsh: uploaded the agent ({uploaded} bytes) to {}",
                     self.files.agent
                 ));
+                let how = Connect::Agent { wait_secs: 60 };
+                AgentChannel::open(session, host, &self.files, how, &self.token).await
             }
+            other => other,
         }
-        let (chan, info) = AgentChannel::open(
-            session,
-            host,
-            &self.files.agent,
-            &self.files.socket,
-            &self.token,
-            // First contact: the job may still be starting the agent. A reconnect finds
-            // it serving already, or dead (refused): don't let a dead agent hold up the
-            // loop in `reconnect`, which notices the job's end between attempts.
-            if first { 60 } else { 1 },
-        )
-        .await
         .context("the agent did not answer")?;
         if first {
             self.phases.mark("agent ready");
@@ -460,20 +473,42 @@ impl Build<'_> {
         }
     }
 
+    /// What the build needs from the local store: the inputs to offer (the derivation's
+    /// own closure, the .drv files the remote realise reads, plus the closure of the input
+    /// paths Nix passed) and which outputs are valid already. Off the runtime; Nix holds the
+    /// outputs' locks while the hook builds, so their validity does not change meanwhile.
+    async fn read_local(&self) -> Result<Local> {
+        let mut roots = vec![self.drv_path.clone()];
+        roots.extend(self.inputs.iter().cloned());
+        let outputs: Vec<String> = self
+            .drv
+            .outputs
+            .values()
+            .map(|o| o.path.clone())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let store = self.store.clone();
+        let local = tokio::task::spawn_blocking(move || {
+            Ok::<_, anyhow::Error>(Local {
+                inputs: transfer::Inputs::read(&store, &roots)?,
+                outputs_valid: store.valid_subset(&outputs)?,
+            })
+        })
+        .await
+        .context("reading the local store ended abnormally")??;
+        self.phases.mark("local store read");
+        Ok(local)
+    }
+
     async fn run_with_agent(
         &self,
         chan: &mut AgentChannel,
         host: &str,
+        local: &Local,
         log: &mut LogCopy,
     ) -> Result<(), Failure> {
-        // Inputs: the derivation's own closure (the .drv files the remote realise reads)
-        // plus the closure of the input paths Nix passed.
-        let mut roots = vec![self.drv_path.clone()];
-        roots.extend(self.inputs.iter().cloned());
-        let closure = self.store.requisites(&roots).map_err(Failure::other)?;
-        self.phases.mark("input closure");
         let t = Instant::now();
-        let stats = transfer::upload_missing(chan, &self.store, self.ui, &self.phases, closure)
+        let stats = transfer::upload_missing(chan, &self.store, self.ui, &self.phases, &local.inputs)
             .await
             .map_err(|e| Failure::other(e.context(format!("job {} on {host}", self.job))))?;
         self.ui.info(&format!(
@@ -492,7 +527,7 @@ impl Build<'_> {
         if result.status != 0 {
             return Err(self.build_failure(host, &result));
         }
-        self.fetch_and_register(chan, host)
+        self.fetch_and_register(chan, host, &local.outputs_valid)
             .await
             .map_err(Failure::other)
     }

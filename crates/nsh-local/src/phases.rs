@@ -166,7 +166,10 @@ mod tests {
         assert!(r.contains(" agent-ready="), "{r}");
         let total = p.between(START_SEEN, REGISTERED).unwrap();
         assert!(total >= 5.0, "{r}");
-        assert!(r.contains(&format!("start-to-registered={total:.1}")), "{r}");
+        assert!(
+            r.contains(&format!("start-to-registered={total:.1}")),
+            "{r}"
+        );
         assert!(r.contains(" hello=20.0 cleaned-up=30.5"), "{r}");
         // The agent read the Hello 20 ms after its start, sent ≥5 ms after the job was
         // seen running: it started at most 15 ms before.

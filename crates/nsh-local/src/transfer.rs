@@ -14,8 +14,25 @@ use nsh_wire::nar;
 
 use crate::agent_channel::AgentChannel;
 use crate::local_store::LocalStore;
-use crate::phases::Phases;
 use crate::nix_log::{ACT_COPY_PATH, ACT_COPY_PATHS, Activity, LVL_TALKATIVE, Ui};
+use crate::phases::Phases;
+
+/// What the upload needs from the local store, read while the job waits in the queue:
+/// the closure to offer and its metadata, dependencies first.
+#[derive(Debug, Default, Clone)]
+pub struct Inputs {
+    pub closure: Vec<String>,
+    pub infos: Vec<PathInfo>,
+}
+
+impl Inputs {
+    /// The closure of `roots` and its metadata (blocking: two `nix-store` calls).
+    pub fn read(store: &LocalStore, roots: &[String]) -> Result<Inputs> {
+        let closure = store.requisites(roots)?;
+        let infos = store.path_infos(&closure)?;
+        Ok(Inputs { closure, infos })
+    }
+}
 
 /// What an upload moved, for the user and for tests.
 #[derive(Debug, Default, Clone, Copy)]
@@ -42,19 +59,36 @@ pub async fn upload_missing(
     store: &LocalStore,
     ui: &Ui,
     phases: &Phases,
-    closure: Vec<String>,
+    inputs: &Inputs,
 ) -> Result<UploadStats> {
     let mut stats = UploadStats {
-        closure: closure.len(),
+        closure: inputs.closure.len(),
         ..Default::default()
     };
-    let missing = query_missing(chan, ui, closure).await?;
+    let missing: HashSet<String> = query_missing(chan, ui, inputs.closure.clone())
+        .await?
+        .into_iter()
+        .collect();
     phases.mark("input query");
     stats.missing = missing.len();
     if missing.is_empty() {
         return Ok(stats);
     }
-    let infos = store.path_infos(&missing)?;
+    // Dependencies first, as the whole closure's metadata is ordered.
+    let infos: Vec<PathInfo> = inputs
+        .infos
+        .iter()
+        .filter(|i| missing.contains(&i.path))
+        .cloned()
+        .collect();
+    if infos.len() != missing.len() {
+        bail!(
+            "the local store's metadata lists {} of the {} inputs {} lacks",
+            infos.len(),
+            missing.len(),
+            chan.host
+        );
+    }
     let mut sources = Vec::with_capacity(infos.len());
     for info in infos {
         stats.raw_bytes += info.nar_size;

@@ -12,15 +12,20 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Pause between tries: short while the agent is most likely just starting (nsh often
+/// arrives within milliseconds of the job's start), longer after.
+const RETRY_SOON: Duration = Duration::from_millis(3);
+const SOON: Duration = Duration::from_secs(2);
 const RETRY: Duration = Duration::from_millis(50);
 const BUF: usize = 64 << 10;
 
 fn connect(socket: &Path, wait: Duration) -> Result<UnixStream, std::io::Error> {
-    let deadline = Instant::now() + wait;
+    let start = Instant::now();
     loop {
         match UnixStream::connect(socket) {
             Ok(s) => return Ok(s),
-            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) if start.elapsed() >= wait => return Err(e),
+            Err(_) if start.elapsed() < SOON => thread::sleep(RETRY_SOON),
             Err(_) => thread::sleep(RETRY),
         }
     }

@@ -206,24 +206,69 @@ impl Queries {
         })?
     }
 
+    /// Streams `path`'s NAR to `sink` as it arrives; its size. `None`: nothing went to
+    /// `sink` and the connection is gone or failed (use `nix-store --dump`), or it failed
+    /// midway (the caller sees that `sink` got bytes). A failure drops the connection: an
+    /// unframed NAR cut short leaves it out of step.
+    pub fn nar(
+        &self,
+        path: &str,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Option<Result<u64>> {
+        check_path_arg(path).ok()?;
+        let mut sink_error = None;
+        let size = self.with("NarFromPath", |d| {
+            worker_query::write_nar_from_path(&mut d.to, path)?;
+            worker_query::await_last(&mut d.from, d.hs.version, &mut |l| {
+                log!("nix-daemon: {}", l.trim_end())
+            })?;
+            let mut tee = Tee {
+                inner: &mut d.from,
+                sink,
+                error: &mut sink_error,
+            };
+            nsh_wire::nar::parse(&mut tee)
+                .map(|summary| summary.size)
+                .map_err(|e| worker_protocol::WorkerError::Io(std::io::Error::other(e)))
+        });
+        match (size, sink_error) {
+            (_, Some(e)) => Some(Err(e)),
+            (Some(size), None) => Some(Ok(size)),
+            (None, None) => None,
+        }
+    }
+
     /// Ends the connection (at goodbye): its end of input ends the daemon at once, so the
     /// shutdown that follows has nothing to wait for.
     pub fn close(&self) {
-        let taken = self
-            .conn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let taken = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((d, _guard)) = taken {
             end(d);
         }
     }
 }
 
+/// Ends a connection: the end of its input ends the daemon (not waited for: nothing of
+/// the job depends on it, and the agent exits right after a goodbye).
 fn end(d: Daemon) {
-    let Daemon {
-        mut child, to, ..
-    } = d;
-    drop(to);
-    let _ = child.wait();
+    drop(d.to);
+}
+
+/// Passes what the NAR parser reads on to a sink; the sink's first error stops the read.
+struct Tee<'a, R> {
+    inner: &'a mut R,
+    sink: &'a mut dyn FnMut(&[u8]) -> Result<()>,
+    error: &'a mut Option<anyhow::Error>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Err(e) = (self.sink)(buf.get(..n).unwrap_or_default()) {
+            let message = format!("{e:#}");
+            *self.error = Some(e);
+            return Err(std::io::Error::other(message));
+        }
+        Ok(n)
+    }
 }

@@ -340,7 +340,7 @@ impl Conn {
             path,
             &mut send,
         )
-            .with_context(|| format!("sending {path}"))?;
+        .with_context(|| format!("sending {path}"))?;
         crate::timing::mark("output sent");
         Ok(())
     }
@@ -363,7 +363,10 @@ impl Conn {
         }
         crate::timing::mark("cleaned up");
         let timings = crate::timing::all();
-        log!("timings (ms since start): {}", crate::timing::summary(&timings));
+        log!(
+            "timings (ms since start): {}",
+            crate::timing::summary(&timings)
+        );
         if let Err(e) = self.send(&AgentMsg::Bye { timings }) {
             log!("sending Bye: {e:#}");
         }

@@ -113,7 +113,77 @@ pub fn send_output(
     let expected_hash = info.nar_hash.clone();
     let expected_size = info.nar_size;
     send(AgentMsg::Output(info))?;
+    let mut out = NarStream {
+        enc: zstd::stream::write::Encoder::new(Vec::new(), zstd_level())
+            .context("creating zstd encoder")?,
+        hasher: Sha256::new(),
+        size: 0,
+        send,
+        #[cfg(feature = "fault-injection")]
+        fault: crate::fault::NarFault::new(fault_mode),
+    };
+    let from_daemon = queries.nar(path, &mut |data| out.feed(data));
+    let via = match from_daemon {
+        Some(done) => done.map(|_| "nix-daemon")?,
+        None if out.size == 0 => {
+            dump(nix, children, path, &mut out)?;
+            "nix-store --dump"
+        }
+        None => bail!("reading the NAR of {path} from nix-daemon --stdio failed midway"),
+    };
+    let (hash, size) = out.finish()?;
+    if hash != expected_hash || size != expected_size {
+        bail!(
+            "NAR of {path} does not match the remote store's record: sha256 {hash}, {size} bytes; \
+             recorded {expected_hash}, {expected_size} bytes (run nix-store --verify --check-contents on the node)"
+        );
+    }
+    send(AgentMsg::NarEnd)?;
+    log!(
+        "sent {path}: {size} NAR bytes (from {via}), zstd level {}",
+        zstd_level()
+    );
+    Ok(())
+}
 
+/// An output's NAR on its way out: hashed (the bytes as read), compressed, sent in chunks.
+struct NarStream<'a> {
+    enc: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    hasher: Sha256,
+    size: u64,
+    send: &'a mut dyn FnMut(AgentMsg) -> Result<()>,
+    #[cfg(feature = "fault-injection")]
+    fault: crate::fault::NarFault,
+}
+
+impl NarStream<'_> {
+    fn feed(&mut self, data: &[u8]) -> Result<()> {
+        self.hasher.update(data);
+        #[cfg(feature = "fault-injection")]
+        let data = &mut data.to_vec()[..];
+        #[cfg(feature = "fault-injection")]
+        self.fault.apply(self.size, data);
+        self.size += data.len() as u64;
+        self.enc.write_all(data).context("compressing NAR")?;
+        if self.enc.get_ref().len() >= SEND_AT {
+            let out = std::mem::take(self.enc.get_mut());
+            send_chunks(&out, self.send)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the rest; the sha256 (hex) and size of what was read.
+    fn finish(self) -> Result<(String, u64)> {
+        let out = self.enc.finish().context("finishing zstd stream")?;
+        send_chunks(&out, self.send)?;
+        #[cfg(feature = "fault-injection")]
+        self.fault.check_done()?;
+        Ok((hex::encode(self.hasher.finalize()), self.size))
+    }
+}
+
+/// The NAR through `nix-store --dump`, when the daemon connection is not there.
+fn dump(nix: &NixStore, children: &Arc<Children>, path: &str, out: &mut NarStream) -> Result<()> {
     let mut child = nix
         .dump_command(path)
         .stdout(Stdio::piped())
@@ -128,15 +198,7 @@ pub fn send_output(
         let _ = stderr.read_to_end(&mut b);
         b
     });
-
-    let level = zstd_level();
-    let mut enc =
-        zstd::stream::write::Encoder::new(Vec::new(), level).context("creating zstd encoder")?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
     let mut buf = vec![0u8; 256 << 10];
-    #[cfg(feature = "fault-injection")]
-    let mut fault = crate::fault::NarFault::new(fault_mode);
     loop {
         let n = match stdout.read(&mut buf) {
             Ok(0) => break,
@@ -144,19 +206,8 @@ pub fn send_output(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("reading nix-store --dump"),
         };
-        let data = buf.get_mut(..n).context("read past buffer")?;
-        hasher.update(&*data);
-        #[cfg(feature = "fault-injection")]
-        fault.apply(size, data);
-        size += n as u64;
-        enc.write_all(data).context("compressing NAR")?;
-        if enc.get_ref().len() >= SEND_AT {
-            let out = std::mem::take(enc.get_mut());
-            send_chunks(&out, send)?;
-        }
+        out.feed(buf.get(..n).context("read past buffer")?)?;
     }
-    let out = enc.finish().context("finishing zstd stream")?;
-    send_chunks(&out, send)?;
     let status = child.wait().context("waiting for nix-store --dump")?;
     let stderr = err_thread.join().unwrap_or_default();
     if !status.success() {
@@ -165,17 +216,6 @@ pub fn send_output(
             tail_text(&stderr, 2000)
         );
     }
-    #[cfg(feature = "fault-injection")]
-    fault.check_done()?;
-    let hash = hex::encode(hasher.finalize());
-    if hash != expected_hash || size != expected_size {
-        bail!(
-            "NAR of {path} does not match the remote store's record: sha256 {hash}, {size} bytes; \
-             recorded {expected_hash}, {expected_size} bytes (run nix-store --verify --check-contents on the node)"
-        );
-    }
-    send(AgentMsg::NarEnd)?;
-    log!("sent {path}: {size} NAR bytes, zstd level {level}");
     Ok(())
 }
 

@@ -1,7 +1,7 @@
-//! The worker protocol's two queries the agent asks the node's Nix daemon over one
-//! connection it opened before nsh arrived: which paths are valid (`QueryValidPaths`, for
-//! the missing inputs) and a path's metadata (`QueryPathInfo`, for an output). Each used
-//! to be a `nix-store` process, ~30 ms of start-up apiece on the testbed. Mirrors Nix
+//! What the agent asks the node's Nix daemon over the one connection it opened before nsh
+//! arrived: which paths are valid (`QueryValidPaths`, for the missing inputs), a path's
+//! metadata (`QueryPathInfo`) and its NAR (`NarFromPath`), for an output. Each used to be
+//! a `nix-store` process, ~30 ms of start-up apiece on the testbed. Mirrors Nix
 //! `src/libstore/daemon.cc` and `worker-protocol.cc` (`UnkeyedValidPathInfo`).
 //!
 //! ```plain
@@ -10,7 +10,10 @@
 //!     [>=1.17] u64 valid, then if valid: str deriver, str narHash (base16),
 //!     strs references, u64 registrationTime, u64 narSize,
 //!     [>=1.16] u64 ultimate, strs sigs, str ca
+//! client: u64 38, str path                              server: STDERR_* …, LAST, the NAR
 //! ```
+//!
+//! The NAR after `NarFromPath` is not framed: only parsing it (`nar::parse`) finds its end.
 
 use std::io::{self, Read, Write};
 
@@ -21,6 +24,7 @@ use crate::worker_protocol::{Stderr, WorkerError, minor, read_stderr};
 
 pub const OP_QUERY_PATH_INFO: u64 = 26;
 pub const OP_QUERY_VALID_PATHS: u64 = 31;
+pub const OP_NAR_FROM_PATH: u64 = 38;
 
 /// Longest store path or hash string accepted (Nix's own limit on a store path is 211
 /// characters after the store dir; a long store dir fits too).
@@ -98,8 +102,15 @@ pub fn read_path_info(
     }))
 }
 
+/// Asks for `path`'s NAR: after [`await_last`] it follows on the connection, unframed.
+pub fn write_nar_from_path(w: &mut impl Write, path: &str) -> io::Result<()> {
+    write_u64(w, OP_NAR_FROM_PATH)?;
+    write_bytes(w, path.as_bytes())?;
+    w.flush()
+}
+
 /// Reads the daemon's messages up to `STDERR_LAST`; log lines go to `on_log`.
-fn await_last(
+pub fn await_last(
     r: &mut impl Read,
     version: u64,
     on_log: &mut impl FnMut(&str),

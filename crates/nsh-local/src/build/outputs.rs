@@ -16,20 +16,21 @@ impl Build<'_> {
         &self,
         chan: &mut AgentChannel,
         host: &str,
+        already: &BTreeSet<String>,
     ) -> Result<()> {
-        let expected: BTreeSet<String> = self
+        let wanted: Vec<String> = self
             .drv
             .outputs
             .values()
             .map(|o| o.path.clone())
             .filter(|p| !p.is_empty())
+            .collect::<BTreeSet<String>>()
+            .into_iter()
             .collect();
-        let wanted: Vec<String> = expected.iter().cloned().collect();
-        let already = self.store.valid_subset(&wanted)?;
         let mut fetched = Vec::new();
         let t = Instant::now();
         let result = self
-            .fetch_and_register_inner(chan, host, &wanted, &already, &mut fetched)
+            .fetch_and_register_inner(chan, host, &wanted, already, &mut fetched)
             .await;
         if result.is_err() {
             // Outputs already moved into place were not registered: remove them. The others
