@@ -98,7 +98,9 @@ pub fn probe_verdict(
         _ => bail!(
             "checking state-dir {} on {host} failed ({}): {}",
             files.state,
-            code.map_or("killed by a signal".to_string(), |c| format!("exit status {c}")),
+            code.map_or("killed by a signal".to_string(), |c| format!(
+                "exit status {c}"
+            )),
             said()
         ),
     }

@@ -2,8 +2,10 @@
 //! `build/outputs.rs`, how it failed in `build/failure.rs`). One run is one job; a fresh
 //! job after a lost one is `resubmit.rs`'s.
 
+mod end;
 mod failure;
 mod outputs;
+mod queue_wait;
 mod token_note;
 
 pub use failure::{Failure, FailureKind};
@@ -22,9 +24,9 @@ use crate::agent_deploy::{self, AgentBinary};
 use crate::config::Config;
 use crate::job_script::JobFiles;
 use crate::local_store::LocalStore;
-use crate::nix_log::{ACT_UNKNOWN, LVL_DEBUG, LVL_TALKATIVE, Ui};
+use crate::nix_log::Ui;
 use crate::phases::{self, Phases};
-use crate::scheduler::{ErrorKind, JobId, JobState, JobStatus, Scheduler};
+use crate::scheduler::{JobId, JobState, Scheduler};
 use crate::ssh::{Slot, SshPool};
 use crate::transfer;
 
@@ -108,7 +110,10 @@ impl Build<'_> {
         // A lost channel (SSH dropped, master killed) is not a lost build: the agent keeps
         // building for its lease, so reconnect and carry on where we were.
         let result = loop {
-            match self.run_with_agent(&mut chan, &host, &local, &mut log).await {
+            match self
+                .run_with_agent(&mut chan, &host, &local, &mut log)
+                .await
+            {
                 Err(f) if is_channel_lost(&f.error) => {
                     self.ui.warn(&format!(
                         "nsh: job {} on {host}: {:#}; reconnecting",
@@ -122,84 +127,8 @@ impl Build<'_> {
                 other => break other.map_err(|f| f.on_host(&host)),
             }
         };
-        let collect = self.config.collect_garbage;
-        // Goodbye in every case: the agent removes the job's files and ends the job.
-        let bye = async {
-            chan.send(&ClientMsg::Goodbye {
-                collect_garbage: collect,
-            })
-            .await?;
-            chan.flush().await?;
-            loop {
-                match chan.recv().await? {
-                    AgentMsg::Bye { timings } => {
-                        self.phases.mark("goodbye");
-                        self.phases.agent(chan.hello_sent, timings);
-                        return Ok::<_, anyhow::Error>(());
-                    }
-                    AgentMsg::Error { message } => bail!("{message}"),
-                    _ => {}
-                }
-            }
-        };
-        // After a failure the agent may be dead or stuck: don't wait long for it.
-        let patience = Duration::from_secs(if result.is_ok() { 300 } else { 10 });
-        let bye = tokio::time::timeout(patience, bye).await;
-        if !matches!(bye, Ok(Ok(()))) {
-            // The agent did not clean up after itself (killed, stuck, unreachable): remove
-            // the job's files from here, so the state dir does not collect them.
-            // Show the end of the job's own log first: it is the only trace of why an
-            // agent died, and it goes with the directory.
-            let files = &self.files;
-            let ui = self.ui;
-            let rm = async {
-                let session = slot.session().await?;
-                if result.is_err() {
-                    let tail = session
-                        .command("tail")
-                        .args(["-n", "15", &files.log])
-                        .output()
-                        .await?;
-                    let text = String::from_utf8_lossy(&tail.stdout);
-                    if tail.status.success() && !text.trim().is_empty() {
-                        ui.msg(
-                            crate::nix_log::LVL_ERROR,
-                            &format!(
-                                "nsh: the end of job {}'s log on {host}:\n{}",
-                                self.job,
-                                text.trim_end()
-                            ),
-                        );
-                    }
-                }
-                session
-                    .command("rm")
-                    .arg("-rf")
-                    .arg(&files.dir)
-                    .status()
-                    .await?;
-                Ok::<_, anyhow::Error>(())
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(10), rm).await;
-        }
-        let timing = self.phases.report(&self.job.0);
-        tracing::debug!("{timing}");
-        self.ui.msg(LVL_DEBUG, &timing);
-        if result.is_ok() {
-            note.after_build(sched, self.ui, self.config, &self.job)
-                .await;
-            match bye {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => self.ui.warn(&format!(
-                    "nsh: job {} on {host}: cleaning up failed: {e:#}",
-                    self.job
-                )),
-                Err(_) => self.ui.warn(&format!(
-                    "nsh: job {} on {host}: the agent did not finish cleaning up in time",
-                    self.job
-                )),
-            }
-        }
+        self.end_job(sched, &mut chan, &slot, &host, &note, result.is_ok())
+            .await;
         result
     }
 
@@ -244,8 +173,8 @@ impl Build<'_> {
             AgentChannel::open(Arc::clone(&session), host, &self.files, how, &self.token).await;
         let (chan, info) = match opened {
             Err(e) if e.is::<AgentMissing>() => {
-                let uploaded = agent_deploy::upload(&session, host, &self.files, &self.agent)
-                    .await?;
+                let uploaded =
+                    agent_deploy::upload(&session, host, &self.files, &self.agent).await?;
                 self.ui.info(&format!(
                     "nsh: uploaded the agent ({uploaded} bytes) to {}",
                     self.files.agent
@@ -359,147 +288,6 @@ impl Build<'_> {
         Err(Failure::infrastructure(error, host))
     }
 
-    /// Polls the scheduler until the job runs and names its host. Batch jobs start 1–3 s
-    /// after submission (baselines.md), so poll often first, then settle to once a second.
-    /// Transient errors (slurmrestd busy or away) are retried for [`PATIENCE`].
-    async fn wait_for_start<S: Scheduler>(&self, sched: &S) -> Result<String, Failure> {
-        let started = Instant::now();
-        let mut last_reason = None;
-        let mut nodes_gone_since: Option<Instant> = None;
-        // Shown in `nix build`'s progress display while the job waits (ended on return).
-        let mut waiting = None;
-        loop {
-            let status = match sched.status(&self.job).await {
-                Ok(s) => s,
-                // A busy or restarting slurmrestd is no reason to lose the build.
-                Err(e)
-                    if sched.error_kind(&e) == ErrorKind::Transient
-                        && started.elapsed() < PATIENCE =>
-                {
-                    tracing::warn!(job = %self.job, "polling: {e:#}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(Failure::other(
-                        e.context(format!("cannot get the state of job {}", self.job)),
-                    ));
-                }
-            };
-            match status.state {
-                JobState::Running => {
-                    if let Some(host) = status.host.filter(|h| !h.is_empty()) {
-                        crate::scheduler::check_host_name(&host).map_err(|why| {
-                            Failure::other(anyhow::anyhow!(
-                                "job {} runs on a host the scheduler named {why}; nothing was \
-                                 sent to it (check the node names in the scheduler)",
-                                self.job
-                            ))
-                        })?;
-                        return Ok(host);
-                    }
-                }
-                JobState::Pending => {
-                    if waiting.is_none() {
-                        waiting = self.ui.activity(
-                            LVL_TALKATIVE,
-                            ACT_UNKNOWN,
-                            &format!("waiting for job {} to start", self.job),
-                            serde_json::json!([]),
-                        );
-                    }
-                    if status.reason != last_reason {
-                        if let Some(r) = status.reason.as_deref() {
-                            self.ui.info(&format!(
-                                "nsh: job {} is waiting in the queue ({r})",
-                                self.job
-                            ));
-                        }
-                        last_reason = status.reason.clone();
-                    }
-                    if self.attempt > 0 && status.waits_for_nodes {
-                        nodes_gone_since.get_or_insert_with(Instant::now);
-                    }
-                    self.give_up_on_gone_nodes(nodes_gone_since, &status)?;
-                }
-                JobState::Finished | JobState::Failed => {
-                    let host = status.host.as_deref().filter(|h| !h.is_empty());
-                    let ended = failure::job_ended(&self.job, host, &status, false);
-                    let log = format!("the job's log is {} on the cluster", self.files.log);
-                    return Err(Failure {
-                        error: ended.error.context(log),
-                        ..ended
-                    });
-                }
-                JobState::Unknown => {
-                    return Err(Failure::other(anyhow!(
-                        "the scheduler no longer knows job {} (cancelled by someone else?)",
-                        self.job
-                    )));
-                }
-            }
-            let waited = started.elapsed();
-            let pause = if waited < Duration::from_secs(5) {
-                Duration::from_millis(100)
-            } else if waited < Duration::from_secs(30) {
-                Duration::from_millis(500)
-            } else {
-                Duration::from_secs(2)
-            };
-            tokio::time::sleep(pause).await;
-        }
-    }
-
-    /// A resubmitted job still pending [`RESUBMIT_NODES_WAIT`] after the scheduler said
-    /// its nodes are unavailable (`since`) is given up.
-    fn give_up_on_gone_nodes(
-        &self,
-        since: Option<Instant>,
-        status: &JobStatus,
-    ) -> Result<(), Failure> {
-        match since {
-            Some(t) if t.elapsed() >= RESUBMIT_NODES_WAIT => Err(Failure {
-                kind: FailureKind::Infrastructure,
-                error: anyhow!(
-                    "job {} still pending {}s after the scheduler said its nodes are \
-                     unavailable (now: {})",
-                    self.job,
-                    RESUBMIT_NODES_WAIT.as_secs(),
-                    status.reason.as_deref().unwrap_or("no reason given")
-                ),
-                host: None,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// What the build needs from the local store: the inputs to offer (the derivation's
-    /// own closure, the .drv files the remote realise reads, plus the closure of the input
-    /// paths Nix passed) and which outputs are valid already. Off the runtime; Nix holds the
-    /// outputs' locks while the hook builds, so their validity does not change meanwhile.
-    async fn read_local(&self) -> Result<Local> {
-        let mut roots = vec![self.drv_path.clone()];
-        roots.extend(self.inputs.iter().cloned());
-        let outputs: Vec<String> = self
-            .drv
-            .outputs
-            .values()
-            .map(|o| o.path.clone())
-            .filter(|p| !p.is_empty())
-            .collect();
-        let store = self.store.clone();
-        let local = tokio::task::spawn_blocking(move || {
-            Ok::<_, anyhow::Error>(Local {
-                inputs: transfer::Inputs::read(&store, &roots)?,
-                outputs_valid: store.valid_subset(&outputs)?,
-            })
-        })
-        .await
-        .context("reading the local store ended abnormally")??;
-        self.phases.mark("local store read");
-        Ok(local)
-    }
-
     async fn run_with_agent(
         &self,
         chan: &mut AgentChannel,
@@ -508,9 +296,10 @@ impl Build<'_> {
         log: &mut LogCopy,
     ) -> Result<(), Failure> {
         let t = Instant::now();
-        let stats = transfer::upload_missing(chan, &self.store, self.ui, &self.phases, &local.inputs)
-            .await
-            .map_err(|e| Failure::other(e.context(format!("job {} on {host}", self.job))))?;
+        let stats =
+            transfer::upload_missing(chan, &self.store, self.ui, &self.phases, &local.inputs)
+                .await
+                .map_err(|e| Failure::other(e.context(format!("job {} on {host}", self.job))))?;
         self.ui.info(&format!(
             "nsh: sent {} of {} paths ({} bytes, {} compressed) to {host} in {:.2}s",
             stats.missing,

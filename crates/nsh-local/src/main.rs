@@ -23,6 +23,7 @@ mod scheduler;
 mod ssh;
 mod staging;
 mod transfer;
+mod waiting_hooks;
 
 use std::process::ExitCode;
 

@@ -225,6 +225,10 @@ impl Scheduler for Backend {
         }
     }
 
+    fn credentials_expire(&self) -> bool {
+        matches!(self, Backend::SlurmRest(_))
+    }
+
     fn take_token_renewal(&self) -> bool {
         match self {
             Backend::SlurmRest(s) => s.take_renewal(),

@@ -211,6 +211,12 @@ pub trait Scheduler: Send + Sync {
     fn cpu_count_vars(&self) -> &'static str;
     /// The kind of an error this backend returned (looked for anywhere in its chain).
     fn error_kind(&self, e: &anyhow::Error) -> ErrorKind;
+    /// Whether nsh's credentials for this scheduler can expire while a build runs (Slurm
+    /// REST's token): only then does the end of a build ask the scheduler once more, to
+    /// tell the user before the next build is refused.
+    fn credentials_expire(&self) -> bool {
+        false
+    }
     /// Whether a rejected credential was replaced by a renewed one (re-read from nsh.conf's
     /// sources) since the last call; only the Slurm REST backend renews.
     fn take_token_renewal(&self) -> bool {

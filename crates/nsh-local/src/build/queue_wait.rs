@@ -1,0 +1,157 @@
+//! While the job waits in the queue: the scheduler polled until the job runs and names its
+//! host (queue reasons reported; a resubmission whose nodes are gone given up), and the
+//! local store's part of the build read meanwhile.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+
+use super::{Build, Local, PATIENCE, RESUBMIT_NODES_WAIT, failure};
+use super::{Failure, FailureKind};
+use crate::nix_log::{ACT_UNKNOWN, LVL_TALKATIVE};
+use crate::scheduler::{ErrorKind, JobState, JobStatus, Scheduler};
+use crate::transfer;
+
+impl Build<'_> {
+    /// Polls the scheduler until the job runs and names its host: every 100 ms, slower
+    /// only when many hooks of this host wait at once or the job waited long
+    /// (`waiting_hooks.rs`).
+    /// Transient errors (slurmrestd busy or away) are retried for [`PATIENCE`].
+    pub(super) async fn wait_for_start<S: Scheduler>(&self, sched: &S) -> Result<String, Failure> {
+        let started = Instant::now();
+        let mut last_reason = None;
+        let mut nodes_gone_since: Option<Instant> = None;
+        // Shown in `nix build`'s progress display while the job waits (ended on return).
+        let mut waiting = None;
+        // This hook among the host's waiting ones, who share a budget of polls; without
+        // the runtime dir it polls as if alone.
+        let mut waiting_here = crate::runtime_dir::runtime_dir()
+            .and_then(|d| crate::waiting_hooks::Waiting::join(&d))
+            .map_err(|e| tracing::debug!("not counted among the waiting hooks: {e:#}"))
+            .ok();
+        loop {
+            let status = match sched.status(&self.job).await {
+                Ok(s) => s,
+                // A busy or restarting slurmrestd is no reason to lose the build.
+                Err(e)
+                    if sched.error_kind(&e) == ErrorKind::Transient
+                        && started.elapsed() < PATIENCE =>
+                {
+                    tracing::warn!(job = %self.job, "polling: {e:#}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Failure::other(
+                        e.context(format!("cannot get the state of job {}", self.job)),
+                    ));
+                }
+            };
+            match status.state {
+                JobState::Running => {
+                    if let Some(host) = status.host.filter(|h| !h.is_empty()) {
+                        crate::scheduler::check_host_name(&host).map_err(|why| {
+                            Failure::other(anyhow::anyhow!(
+                                "job {} runs on a host the scheduler named {why}; nothing was \
+                                 sent to it (check the node names in the scheduler)",
+                                self.job
+                            ))
+                        })?;
+                        return Ok(host);
+                    }
+                }
+                JobState::Pending => {
+                    if waiting.is_none() {
+                        waiting = self.ui.activity(
+                            LVL_TALKATIVE,
+                            ACT_UNKNOWN,
+                            &format!("waiting for job {} to start", self.job),
+                            serde_json::json!([]),
+                        );
+                    }
+                    if status.reason != last_reason {
+                        if let Some(r) = status.reason.as_deref() {
+                            self.ui.info(&format!(
+                                "nsh: job {} is waiting in the queue ({r})",
+                                self.job
+                            ));
+                        }
+                        last_reason = status.reason.clone();
+                    }
+                    if self.attempt > 0 && status.waits_for_nodes {
+                        nodes_gone_since.get_or_insert_with(Instant::now);
+                    }
+                    self.give_up_on_gone_nodes(nodes_gone_since, &status)?;
+                }
+                JobState::Finished | JobState::Failed => {
+                    let host = status.host.as_deref().filter(|h| !h.is_empty());
+                    let ended = failure::job_ended(&self.job, host, &status, false);
+                    let log = format!("the job's log is {} on the cluster", self.files.log);
+                    return Err(Failure {
+                        error: ended.error.context(log),
+                        ..ended
+                    });
+                }
+                JobState::Unknown => {
+                    return Err(Failure::other(anyhow!(
+                        "the scheduler no longer knows job {} (cancelled by someone else?)",
+                        self.job
+                    )));
+                }
+            }
+            let waiting = waiting_here.as_mut().map_or(1, |w| w.count());
+            let pause = crate::waiting_hooks::poll_pause(started.elapsed(), waiting);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// A resubmitted job still pending [`RESUBMIT_NODES_WAIT`] after the scheduler said
+    /// its nodes are unavailable (`since`) is given up.
+    fn give_up_on_gone_nodes(
+        &self,
+        since: Option<Instant>,
+        status: &JobStatus,
+    ) -> Result<(), Failure> {
+        match since {
+            Some(t) if t.elapsed() >= RESUBMIT_NODES_WAIT => Err(Failure {
+                kind: FailureKind::Infrastructure,
+                error: anyhow!(
+                    "job {} still pending {}s after the scheduler said its nodes are \
+                     unavailable (now: {})",
+                    self.job,
+                    RESUBMIT_NODES_WAIT.as_secs(),
+                    status.reason.as_deref().unwrap_or("no reason given")
+                ),
+                host: None,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// What the build needs from the local store: the inputs to offer (the derivation's
+    /// own closure, the .drv files the remote realise reads, plus the closure of the input
+    /// paths Nix passed) and which outputs are valid already. Off the runtime; Nix holds the
+    /// outputs' locks while the hook builds, so their validity does not change meanwhile.
+    pub(super) async fn read_local(&self) -> Result<Local> {
+        let mut roots = vec![self.drv_path.clone()];
+        roots.extend(self.inputs.iter().cloned());
+        let outputs: Vec<String> = self
+            .drv
+            .outputs
+            .values()
+            .map(|o| o.path.clone())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let store = self.store.clone();
+        let local = tokio::task::spawn_blocking(move || {
+            Ok::<_, anyhow::Error>(Local {
+                inputs: transfer::Inputs::read(&store, &roots)?,
+                outputs_valid: store.valid_subset(&outputs)?,
+            })
+        })
+        .await
+        .context("reading the local store ended abnormally")??;
+        self.phases.mark("local store read");
+        Ok(local)
+    }
+}
