@@ -189,3 +189,64 @@ pub async fn upload(
     }
     Ok(bytes.len() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Runs [`connect_script`] with the real /bin/sh on a state dir of this test's, with a
+    /// stand-in agent that prints its arguments.
+    fn run_connect(setup: impl FnOnce(&std::path::Path)) -> (Option<i32>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        setup(&state);
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(connect_script())
+            .args(["nsh-connect", state.to_str().unwrap(), "nsh-remote-x"])
+            .args(["/s/jobs/k/agent.sock", "60"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    }
+
+    fn agent(state: &std::path::Path, mode: u32) {
+        let a = state.join("agents/nsh-remote-x");
+        std::fs::write(&a, "#!/bin/sh\necho \"agent: $*\"\n").unwrap();
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn connect_script_checks_then_runs_the_agent() {
+        // A fresh state dir: created, no agent yet.
+        let (code, text) = run_connect(|_| {});
+        assert_eq!(code, Some(EXIT_AGENT_MISSING), "{text}");
+        // The agent in place: its connect runs, with the socket and the wait the check's
+        // `set --` would otherwise have overwritten.
+        let (code, text) = run_connect(|s| {
+            std::fs::create_dir_all(s.join("agents")).unwrap();
+            agent(s, 0o700);
+        });
+        assert_eq!(code, Some(0), "{text}");
+        assert_eq!(text, "agent: connect /s/jobs/k/agent.sock --wait-secs 60\n");
+        // Others may write the agent: refused before it runs.
+        let (code, text) = run_connect(|s| {
+            std::fs::create_dir_all(s.join("agents")).unwrap();
+            agent(s, 0o722);
+        });
+        assert_eq!(code, Some(job_script::EXIT_UNSAFE_STATE_DIR), "{text}");
+        assert!(!text.contains("agent:"), "{text}");
+        let files = JobFiles::new("/s", "k", "nsh-remote-x");
+        let err = probe_verdict(code, text.as_bytes(), "node1", &files).unwrap_err();
+        assert!(
+            format!("{err}").contains("not safe to run an agent from"),
+            "{err}"
+        );
+        assert!(!probe_verdict(Some(EXIT_AGENT_MISSING), b"", "node1", &files).unwrap());
+    }
+}
