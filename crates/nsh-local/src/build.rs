@@ -321,6 +321,18 @@ impl Build<'_> {
             .map_err(Failure::other)
     }
 
+    /// The `.drv`'s output paths (those it names: a floating output has none), sorted.
+    fn output_paths(&self) -> Vec<String> {
+        let paths: BTreeSet<String> = self
+            .drv
+            .outputs
+            .values()
+            .map(|o| o.path.clone())
+            .filter(|p| !p.is_empty())
+            .collect();
+        paths.into_iter().collect()
+    }
+
     /// Whether any output of this build was registered locally (then it is never redone).
     pub fn outputs_registered(&self) -> bool {
         self.registered.load(Ordering::SeqCst)

@@ -18,15 +18,7 @@ impl Build<'_> {
         host: &str,
         already: &BTreeSet<String>,
     ) -> Result<()> {
-        let wanted: Vec<String> = self
-            .drv
-            .outputs
-            .values()
-            .map(|o| o.path.clone())
-            .filter(|p| !p.is_empty())
-            .collect::<BTreeSet<String>>()
-            .into_iter()
-            .collect();
+        let wanted = self.output_paths();
         let mut fetched = Vec::new();
         let t = Instant::now();
         let result = self

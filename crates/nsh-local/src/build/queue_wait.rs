@@ -135,13 +135,7 @@ impl Build<'_> {
     pub(super) async fn read_local(&self) -> Result<Local> {
         let mut roots = vec![self.drv_path.clone()];
         roots.extend(self.inputs.iter().cloned());
-        let outputs: Vec<String> = self
-            .drv
-            .outputs
-            .values()
-            .map(|o| o.path.clone())
-            .filter(|p| !p.is_empty())
-            .collect();
+        let outputs = self.output_paths();
         let store = self.store.clone();
         let local = tokio::task::spawn_blocking(move || {
             Ok::<_, anyhow::Error>(Local {
