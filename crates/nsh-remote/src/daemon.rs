@@ -1,8 +1,9 @@
 //! The node's Nix daemon, spoken to over `nix-daemon --stdio` (the configured store itself,
 //! or a forward to the node's daemon with the job user's rights).
 //!
-//! Both connections the agent needs are opened, handshake included, as soon as it serves,
-//! so they are ready before nsh has its SSH session up: one answers the queries for the
+//! Both connections the agent needs are opened, handshake included, as soon as it has
+//! found its Nix (while `nix-store --version` runs), so they are ready before nsh has its
+//! SSH session up: one answers the queries for the
 //! agent's whole life ([`Queries`]: which inputs are missing, an output's metadata), the
 //! other is kept for the first import (`import.rs`, which ends its connection). Each of
 //! these used to be a fresh process on the build's path, ~30–50 ms apiece on the testbed.

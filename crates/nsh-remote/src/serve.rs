@@ -278,9 +278,15 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     crate::timing::begin();
     install_signal_handlers();
     // A Nix that cannot start is reported to the client over the socket (below), with
-    // its own error: otherwise the client sees only a closed connection.
+    // its own error: otherwise the client sees only a closed connection. The daemon
+    // connections open while `nix-store --version` runs (under load each takes ~100 ms).
+    let children = Arc::new(Children::default());
     let nix = NixStore::locate(opts.nix_bin_dir.as_deref(), &opts.store)
-        .and_then(|nix| nix.version().map(|v| (nix, v)));
+        .map(|nix| {
+            let daemons = (Queries::start(&nix, &children), Early::spawn(&nix));
+            (nix, daemons)
+        })
+        .and_then(|(nix, daemons)| nix.version().map(|v| (nix, v, daemons)));
     crate::timing::mark("nix found");
     prepare_dir(&opts.dir)?;
     #[cfg(feature = "fault-injection")]
@@ -309,15 +315,14 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
     fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", sock.display()))?;
-    let (nix, nix_version) = match nix {
+    let (nix, nix_version, (queries, first_import)) = match nix {
         Ok(n) => n,
         Err(e) => crate::refuse::serve(listener, &opts.dir, &token, &e, opts.lease),
     };
-    let children = Arc::new(Children::default());
     let agent = Arc::new(Agent {
         dir: opts.dir.clone(),
-        queries: Queries::start(&nix, &children),
-        first_import: Early::spawn(&nix),
+        queries,
+        first_import,
         nix,
         store: opts.store.clone(),
         hostname: host,
