@@ -175,7 +175,7 @@ impl Queries {
     pub fn missing(&self, paths: &[String]) -> Option<Vec<String>> {
         if paths
             .iter()
-            .any(|p| check_path_arg(p).is_err() || p.len() > 4096)
+            .any(|p| check_path_arg(p).is_err() || p.len() as u64 > worker_query::MAX_PATH)
             || paths.len() as u64 > worker_query::MAX_PATHS
         {
             return None;

@@ -28,7 +28,7 @@ pub const OP_NAR_FROM_PATH: u64 = 38;
 
 /// Longest store path or hash string accepted (Nix's own limit on a store path is 211
 /// characters after the store dir; a long store dir fits too).
-const MAX_PATH: u64 = 4096;
+pub const MAX_PATH: u64 = 4096;
 /// Most paths accepted in one answer (the agent asks about at most this many at once).
 pub const MAX_PATHS: u64 = 1 << 16;
 
@@ -66,11 +66,16 @@ pub fn read_valid_paths(
     Ok(read_string_list(r, MAX_PATHS, MAX_PATH)?)
 }
 
-/// Asks for `path`'s metadata.
-pub fn write_query_path_info(w: &mut impl Write, path: &str) -> io::Result<()> {
-    write_u64(w, OP_QUERY_PATH_INFO)?;
+/// An operation whose only argument is one store path.
+fn write_path_op(w: &mut impl Write, op: u64, path: &str) -> io::Result<()> {
+    write_u64(w, op)?;
     write_bytes(w, path.as_bytes())?;
     w.flush()
+}
+
+/// Asks for `path`'s metadata.
+pub fn write_query_path_info(w: &mut impl Write, path: &str) -> io::Result<()> {
+    write_path_op(w, OP_QUERY_PATH_INFO, path)
 }
 
 /// The answer to [`write_query_path_info`]: `None` if the path is not valid. Daemons below
@@ -104,9 +109,7 @@ pub fn read_path_info(
 
 /// Asks for `path`'s NAR: after [`await_last`] it follows on the connection, unframed.
 pub fn write_nar_from_path(w: &mut impl Write, path: &str) -> io::Result<()> {
-    write_u64(w, OP_NAR_FROM_PATH)?;
-    write_bytes(w, path.as_bytes())?;
-    w.flush()
+    write_path_op(w, OP_NAR_FROM_PATH, path)
 }
 
 /// Reads the daemon's messages up to `STDERR_LAST`; log lines go to `on_log`.
