@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{BufReader, Read};
 
 use anyhow::{Context, Result};
+use nsh_wire::compression;
 use nsh_wire::derivation::Derivation;
 use nsh_wire::hook::{self, HookRequest, Offer, Reply};
 
@@ -437,8 +438,12 @@ fn job_environment() -> Vec<(String, String)> {
         "PATH".to_string(),
         "/usr/local/bin:/usr/bin:/bin:/nix/var/nix/profiles/default/bin".to_string(),
     )];
-    if let Ok(level) = std::env::var("NSH_ZSTD_LEVEL") {
-        env.push(("NSH_ZSTD_LEVEL".into(), level));
+    // The level the hook compresses at, checked, so the agent answers in kind.
+    if std::env::var_os(compression::LEVEL_ENV).is_some() {
+        env.push((
+            compression::LEVEL_ENV.into(),
+            compression::level().to_string(),
+        ));
     }
     env
 }

@@ -159,7 +159,7 @@ async fn receive_unpacking(
             pos: 0,
         };
         let mut decoder = CountingReader {
-            inner: zstd::stream::read::Decoder::new(reader)?,
+            inner: nsh_wire::compression::read_decoder(reader)?,
             total: counter,
         };
         let limits = UnpackLimits {

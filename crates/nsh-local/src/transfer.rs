@@ -43,14 +43,6 @@ pub struct UploadStats {
     pub sent_bytes: u64,
 }
 
-/// zstd level for uploads and downloads; `NSH_ZSTD_LEVEL` overrides (0 = zstd's default).
-pub fn zstd_level() -> i32 {
-    std::env::var("NSH_ZSTD_LEVEL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-}
-
 /// Sends the paths of `closure` the remote store lacks (one round trip to find out; the
 /// agent answers it under the store's upload lock, so what another job is sending now is
 /// found present afterwards instead of sent twice).
@@ -294,7 +286,7 @@ fn produce_import_stream(
         tx,
         buf: Vec::with_capacity(CHUNK_SIZE),
     };
-    let mut encoder = zstd::stream::write::Encoder::new(sink, zstd_level())?;
+    let mut encoder = nsh_wire::compression::encoder(sink)?;
     for (info, real) in sources {
         encoder
             .get_mut()

@@ -14,6 +14,7 @@ use std::thread::{self, JoinHandle};
 
 use anyhow::{Context, Result, bail};
 use nsh_wire::agent_protocol::PathInfo;
+use nsh_wire::compression;
 use nsh_wire::worker_protocol::{
     self, AddToStoreNar, Stderr, write_add_to_store_nar, write_frame, write_frame_end,
 };
@@ -22,9 +23,6 @@ use crate::daemon::{self, Daemon};
 use crate::log::log;
 use crate::nix::{NixStore, check_path_arg, tail_text};
 use crate::procs::{ChildGuard, Children, signal_group};
-
-/// Largest zstd window accepted (libzstd's default limit, set explicitly).
-pub const WINDOW_LOG_MAX: u32 = 27;
 
 /// The daemon's verdict on one `AddToStoreNar`: `Err` holds its message.
 type OpResult = std::result::Result<(), String>;
@@ -195,11 +193,7 @@ impl Import {
             current: None,
             added: 0,
         };
-        let mut decoder =
-            zstd::stream::write::Decoder::new(splitter).context("creating zstd decoder")?;
-        decoder
-            .window_log_max(WINDOW_LOG_MAX)
-            .context("setting zstd window limit")?;
+        let decoder = compression::write_decoder(splitter).context("creating zstd decoder")?;
         log!(
             "import started (nix-daemon --stdio, pid {}, protocol {}, Nix {})",
             child.id(),

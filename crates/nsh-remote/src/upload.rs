@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use nsh_wire::agent_protocol::{AgentMsg, CHUNK_SIZE, PathInfo};
+use nsh_wire::compression;
 use nsh_wire::nixbase32;
 use sha2::{Digest, Sha256};
 
@@ -19,11 +20,6 @@ use crate::log::log;
 use crate::nix::{NixStore, check_path_arg, tail_text};
 use crate::procs::{ChildGuard, Children};
 
-/// Environment variable that overrides the zstd level.
-pub const LEVEL_ENV: &str = "NSH_ZSTD_LEVEL";
-/// Level 1: on the testbed a 213 MB output came back in 2.3 s at level 1 and 3.7 s at
-/// level 3 (scripts/bench --only transfer); higher levels pay only on slow links.
-pub const DEFAULT_LEVEL: i32 = 1;
 /// Compressed bytes collected before a `NarChunk` goes out.
 const SEND_AT: usize = 256 << 10;
 
@@ -85,13 +81,6 @@ pub fn query_info(nix: &NixStore, queries: &Queries, path: &str) -> Result<PathI
     })
 }
 
-pub fn zstd_level() -> i32 {
-    std::env::var(LEVEL_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<i32>().ok())
-        .map_or(DEFAULT_LEVEL, |l| l.clamp(-7, 19))
-}
-
 /// Sends `Output`, the NAR chunks and `NarEnd` through `send`.
 pub fn send_output(
     nix: &NixStore,
@@ -114,8 +103,7 @@ pub fn send_output(
     let expected_size = info.nar_size;
     send(AgentMsg::Output(info))?;
     let mut out = NarStream {
-        enc: zstd::stream::write::Encoder::new(Vec::new(), zstd_level())
-            .context("creating zstd encoder")?,
+        enc: compression::encoder(Vec::new()).context("creating zstd encoder")?,
         hasher: Sha256::new(),
         size: 0,
         send,
@@ -141,7 +129,7 @@ pub fn send_output(
     send(AgentMsg::NarEnd)?;
     log!(
         "sent {path}: {size} NAR bytes (from {via}), zstd level {}",
-        zstd_level()
+        compression::level()
     );
     Ok(())
 }

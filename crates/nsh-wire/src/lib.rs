@@ -4,6 +4,7 @@
 
 pub mod agent_protocol;
 pub mod codec;
+pub mod compression;
 pub mod derivation;
 pub mod export;
 pub mod fixed_output;
