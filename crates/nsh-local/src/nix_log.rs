@@ -11,21 +11,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Nix's verbosity levels (`lvlError` = 0 … `lvlVomit` = 7).
-pub const LVL_ERROR: u8 = 0;
-pub const LVL_WARN: u8 = 1;
-pub const LVL_INFO: u8 = 3;
-pub const LVL_TALKATIVE: u8 = 4;
-pub const LVL_DEBUG: u8 = 6;
+pub use nsh_wire::log_message::{
+    ACT_COPY_PATH, ACT_COPY_PATHS, ACT_UNKNOWN, LVL_DEBUG, LVL_ERROR, LVL_INFO, LVL_TALKATIVE,
+    LVL_WARN,
+};
+use nsh_wire::log_message::{LogMessage, RES_PROGRESS, RES_SET_EXPECTED};
 
-/// Nix's activity types (`ActivityType` in Nix's `logging.hh`) that nsh reports.
-pub const ACT_UNKNOWN: u64 = 0;
-pub const ACT_COPY_PATH: u64 = 100;
-pub const ACT_COPY_PATHS: u64 = 103;
-/// Nix's result types: progress is `[done, expected, running, failed]`, set-expected is
-/// `[activity type, expected]`. Nix 2.8 asserts on their arity and field types.
-const RES_PROGRESS: u64 = 105;
-const RES_SET_EXPECTED: u64 = 106;
 /// Shortest gap between two progress messages of one activity.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
@@ -66,8 +57,13 @@ impl Ui {
     /// nix-daemon is the daemon's journal, while an `@nix` message goes through Nix's logger
     /// to the client that runs the build (every Nix from 2.8 on parses them there).
     pub fn msg(&self, level: u8, text: &str) {
-        let line = serde_json::json!({"action": "msg", "level": level, "msg": text});
-        emit(&format!("@nix {line}\n"));
+        emit(
+            &LogMessage::Msg {
+                level,
+                msg: text.to_owned(),
+            }
+            .to_line(),
+        );
     }
 
     pub fn error(&self, text: &str) {
@@ -97,9 +93,17 @@ impl Ui {
             return None;
         }
         let id = self.next_activity.fetch_add(1, Ordering::Relaxed);
-        let line = serde_json::json!({"action": "start", "id": id, "level": level,
-            "type": kind, "text": text, "fields": fields, "parent": 0});
-        emit(&format!("@nix {line}\n"));
+        emit(
+            &LogMessage::Start {
+                id,
+                level,
+                kind,
+                text: text.to_owned(),
+                fields,
+                parent: 0,
+            }
+            .to_line(),
+        );
         Some(Activity {
             id,
             last_progress: Mutex::new(None),
@@ -125,9 +129,14 @@ pub struct Activity {
 
 impl Activity {
     fn result(&self, kind: u64, fields: serde_json::Value) {
-        let line = serde_json::json!({"action": "result", "id": self.id, "type": kind,
-            "fields": fields});
-        emit(&format!("@nix {line}\n"));
+        emit(
+            &LogMessage::Result {
+                id: self.id,
+                kind,
+                fields,
+            }
+            .to_line(),
+        );
     }
 
     /// `done` of `expected` (bytes or items); sent at most every [`PROGRESS_EVERY`], and
@@ -152,8 +161,7 @@ impl Activity {
 
 impl Drop for Activity {
     fn drop(&mut self) {
-        let line = serde_json::json!({"action": "stop", "id": self.id});
-        emit(&format!("@nix {line}\n"));
+        emit(&LogMessage::Stop { id: self.id }.to_line());
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use nsh_wire::agent_protocol::{BuildRequest, BuildResult, CHUNK_SIZE};
+use nsh_wire::log_message::{self, Line, LogMessage};
 
 use crate::log::log;
 use crate::nix::check_path_arg;
@@ -47,36 +48,17 @@ pub enum StderrLine {
 
 /// Classifies one stderr line (without its newline).
 pub fn parse_stderr_line(line: &str) -> StderrLine {
-    let Some(json) = line.strip_prefix("@nix ") else {
-        return StderrLine::Log(line.to_owned());
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return StderrLine::Log(line.to_owned());
-    };
-    match v.get("action").and_then(|a| a.as_str()) {
-        Some("result") => {
-            let ty = v.get("type").and_then(|t| t.as_u64());
-            // resBuildLogLine = 101, resPostBuildLogLine = 107.
-            if matches!(ty, Some(101 | 107)) {
-                let text = v
-                    .get("fields")
-                    .and_then(|f| f.get(0))
-                    .and_then(|s| s.as_str())
-                    .unwrap_or_default();
-                StderrLine::Log(text.to_owned())
-            } else {
-                StderrLine::Ignore
-            }
-        }
-        Some("msg") => StderrLine::Msg {
-            level: v.get("level").and_then(|l| l.as_u64()).unwrap_or(0),
-            text: v
-                .get("msg")
-                .and_then(|m| m.as_str())
-                .unwrap_or_default()
-                .to_owned(),
+    match log_message::parse_line(line) {
+        Line::Plain => StderrLine::Log(line.to_owned()),
+        Line::Message(LogMessage::Msg { level, msg }) => StderrLine::Msg {
+            level: level.into(),
+            text: msg,
         },
-        _ => StderrLine::Ignore,
+        Line::Message(m) => match m.build_log_text() {
+            Some(text) => StderrLine::Log(text.to_owned()),
+            None => StderrLine::Ignore,
+        },
+        Line::Other => StderrLine::Ignore,
     }
 }
 

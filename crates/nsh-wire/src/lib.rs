@@ -12,6 +12,7 @@ pub mod framing;
 pub mod hash;
 pub mod hook;
 pub mod ids;
+pub mod log_message;
 pub mod nar;
 pub mod nixbase32;
 pub mod store_path;
