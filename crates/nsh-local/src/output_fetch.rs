@@ -216,7 +216,11 @@ struct CountingReader<R> {
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        // The decoder's own errors (a corrupt frame, a window past the bound) say so, rather
+        // than surfacing as whatever NAR token was being read.
+        let n = self.inner.read(buf).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("the zstd stream is unusable: {e}"))
+        })?;
         self.total.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }

@@ -73,6 +73,8 @@ pub enum Hostile {
     SymlinkDir,
     Oversize,
     WrongFod,
+    /// A well-formed NAR in a zstd frame that asks for a window past the decoders' bound.
+    ZstdWindow,
 }
 
 fn parse_mode(s: &str) -> Option<Fault> {
@@ -88,6 +90,7 @@ fn parse_mode(s: &str) -> Option<Fault> {
         "nar-symlink-dir" => Fault::Hostile(Hostile::SymlinkDir),
         "nar-oversize" => Fault::Hostile(Hostile::Oversize),
         "wrong-fod" => Fault::Hostile(Hostile::WrongFod),
+        "nar-zstd-window" => Fault::Hostile(Hostile::ZstdWindow),
         "wrong-path" => Fault::WrongPath,
         "bad-refs" => Fault::BadRefs,
         _ => return None,
@@ -252,6 +255,7 @@ pub fn hostile_nar(kind: Hostile) -> Vec<u8> {
             dir(&[(b"x", link), (b"x", dir(&[(pwned, payload())]))])
         }
         Hostile::Oversize => dir(&[(pwned, file(&vec![b'A'; 1 << 20]))]),
+        Hostile::ZstdWindow => dir(&[(pwned, payload())]),
         Hostile::WrongFod => file(WRONG_FOD_CONTENTS),
     };
     let mut nar = Vec::new();
@@ -279,11 +283,26 @@ pub fn send_hostile(
         info.path
     );
     send(AgentMsg::Output(info))?;
-    let z = zstd::stream::encode_all(&nar[..], 3).context("compressing the hostile NAR")?;
+    let z = if kind == Hostile::ZstdWindow {
+        huge_window_frame(&nar)?
+    } else {
+        zstd::stream::encode_all(&nar[..], 3).context("compressing the hostile NAR")?
+    };
     for c in z.chunks(CHUNK_SIZE) {
         send(AgentMsg::NarChunk(c.to_vec()))?;
     }
     send(AgentMsg::NarEnd)
+}
+
+/// `data` in a streamed zstd frame (no content size) that declares a window twice the size
+/// the decoders accept.
+fn huge_window_frame(data: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1)?;
+    e.include_contentsize(false)?;
+    e.window_log(nsh_wire::compression::WINDOW_LOG_MAX + 1)?;
+    e.write_all(data)?;
+    Ok(e.finish()?)
 }
 
 #[cfg(test)]

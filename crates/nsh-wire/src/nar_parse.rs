@@ -146,7 +146,14 @@ impl<'l, R: Read, S: Sink> Parser<'l, R, S> {
     }
 
     pub(super) fn run(&mut self) -> Result<(), NarError> {
-        let magic = self.token("NAR magic").map_err(|_| NarError::BadMagic)?;
+        // An I/O error is the reader's to report (it is not the data's fault).
+        let magic = self.token("NAR magic").map_err(|e| match e {
+            NarError::Wire {
+                source: WireError::Io { .. },
+                ..
+            } => e,
+            _ => NarError::BadMagic,
+        })?;
         if magic != NAR_MAGIC {
             return Err(NarError::BadMagic);
         }
