@@ -128,7 +128,7 @@ pub(super) fn describe_line(line: &str) -> String {
 /// An unknown key for an error message: cut short, and hidden if it looks like a JWT.
 pub(super) fn show_key(key: &str) -> String {
     if key.contains("eyJ") {
-        "<redacted>".into()
+        super::REDACTED.into()
     } else {
         let quoted = excerpt(key);
         quoted

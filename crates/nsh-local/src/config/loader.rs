@@ -235,7 +235,7 @@ impl Loader {
                 at: loc.at.clone(),
                 key: key.into(),
                 value: if setting.secret {
-                    "<redacted>".into()
+                    super::REDACTED.into()
                 } else {
                     excerpt(value)
                 },

@@ -103,7 +103,11 @@ impl fmt::Display for ApiScheme {
     }
 }
 
-/// A value that must never be printed: `Debug` shows `<redacted>`, and there is no `Display`.
+/// What nsh prints instead of a secret (a token in a config error, a `Debug` of one, a
+/// token a server echoed back).
+pub const REDACTED: &str = "<redacted>";
+
+/// A value that must never be printed: `Debug` shows [`REDACTED`], and there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -121,7 +125,7 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+        f.write_str(REDACTED)
     }
 }
 

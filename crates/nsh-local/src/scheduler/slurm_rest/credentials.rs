@@ -13,6 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::Error;
+use crate::config::REDACTED;
 
 /// Shortest time between two re-reads of the token's source.
 pub const RENEW_PAUSE: Duration = Duration::from_secs(3);
@@ -21,13 +22,13 @@ pub const RENEW_PAUSE: Duration = Duration::from_secs(3);
 /// could not be read (a config that no longer loads).
 pub type TokenSource = Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>;
 
-/// The JWT. Never printed: `Debug` shows `[redacted]`.
+/// The JWT. Never printed: `Debug` shows [`REDACTED`].
 #[derive(Clone)]
 pub(super) struct Token(pub(super) String);
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
+        f.write_str(REDACTED)
     }
 }
 
@@ -76,7 +77,7 @@ impl Token {
     /// Replaces the token wherever a server echoed it back.
     pub(super) fn scrub(&self, text: String) -> String {
         if text.contains(&self.0) {
-            text.replace(&self.0, "[redacted]")
+            text.replace(&self.0, REDACTED)
         } else {
             text
         }

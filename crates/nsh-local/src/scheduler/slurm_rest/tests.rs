@@ -513,9 +513,9 @@ fn malformed_tokens_are_refused_without_quoting_them() {
 #[test]
 fn debug_never_shows_the_token() {
     let token = Token::parse(&token_for("alice")).unwrap();
-    assert_eq!(format!("{token:?}"), "[redacted]");
+    assert_eq!(format!("{token:?}"), "<redacted>");
     let scrubbed = token.scrub(format!("echo: {}", token_for("alice")));
-    assert_eq!(scrubbed, "echo: [redacted]");
+    assert_eq!(scrubbed, "echo: <redacted>");
 }
 
 // --- HTTP against a scripted server -------------------------------------------------------
