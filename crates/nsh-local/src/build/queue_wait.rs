@@ -12,6 +12,15 @@ use crate::nix_log::{ACT_UNKNOWN, LVL_TALKATIVE};
 use crate::scheduler::{ErrorKind, JobState, JobStatus, Scheduler};
 use crate::transfer;
 
+/// What the queue wait keeps between polls of a pending job.
+#[derive(Default)]
+struct Queued {
+    last_reason: Option<String>,
+    nodes_gone_since: Option<Instant>,
+    /// Shown in `nix build`'s progress display while the job waits (ended with the wait).
+    activity: Option<crate::nix_log::Activity>,
+}
+
 impl Build<'_> {
     /// Polls the scheduler until the job runs and names its host: every 100 ms, slower
     /// only when many hooks of this host wait at once or the job waited long
@@ -19,10 +28,7 @@ impl Build<'_> {
     /// Transient errors (slurmrestd busy or away) are retried for [`PATIENCE`].
     pub(super) async fn wait_for_start<S: Scheduler>(&self, sched: &S) -> Result<String, Failure> {
         let started = Instant::now();
-        let mut last_reason = None;
-        let mut nodes_gone_since: Option<Instant> = None;
-        // Shown in `nix build`'s progress display while the job waits (ended on return).
-        let mut waiting = None;
+        let mut queued = Queued::default();
         // This hook among the host's waiting ones, who share a budget of polls; without
         // the runtime dir it polls as if alone.
         let mut waiting_here = crate::runtime_dir::runtime_dir()
@@ -49,49 +55,12 @@ impl Build<'_> {
             };
             match status.state {
                 JobState::Running => {
-                    if let Some(host) = status.host.filter(|h| !h.is_empty()) {
-                        crate::scheduler::check_host_name(&host).map_err(|why| {
-                            Failure::other(anyhow::anyhow!(
-                                "job {} runs on a host the scheduler named {why}; nothing was \
-                                 sent to it (check the node names in the scheduler)",
-                                self.job
-                            ))
-                        })?;
-                        return Ok(host);
+                    if let Some(host) = status.host.as_deref().filter(|h| !h.is_empty()) {
+                        return self.checked_host(host);
                     }
                 }
-                JobState::Pending => {
-                    if waiting.is_none() {
-                        waiting = self.ui.activity(
-                            LVL_TALKATIVE,
-                            ACT_UNKNOWN,
-                            &format!("waiting for job {} to start", self.job),
-                            serde_json::json!([]),
-                        );
-                    }
-                    if status.reason != last_reason {
-                        if let Some(r) = status.reason.as_deref() {
-                            self.ui.info(&format!(
-                                "nsh: job {} is waiting in the queue ({r})",
-                                self.job
-                            ));
-                        }
-                        last_reason = status.reason.clone();
-                    }
-                    if self.attempt > 0 && status.waits_for_nodes {
-                        nodes_gone_since.get_or_insert_with(Instant::now);
-                    }
-                    self.give_up_on_gone_nodes(nodes_gone_since, &status)?;
-                }
-                JobState::Finished | JobState::Failed => {
-                    let host = status.host.as_deref().filter(|h| !h.is_empty());
-                    let ended = failure::job_ended(&self.job, host, &status, false);
-                    let log = format!("the job's log is {} on the cluster", self.files.log);
-                    return Err(Failure {
-                        error: ended.error.context(log),
-                        ..ended
-                    });
-                }
+                JobState::Pending => self.note_pending(&mut queued, &status)?,
+                JobState::Finished | JobState::Failed => return Err(self.ended_in_queue(&status)),
                 JobState::Unknown => {
                     return Err(Failure::other(anyhow!(
                         "the scheduler no longer knows job {} (cancelled by someone else?)",
@@ -102,6 +71,55 @@ impl Build<'_> {
             let waiting = waiting_here.as_mut().map_or(1, |w| w.count());
             let pause = crate::waiting_hooks::poll_pause(started.elapsed(), waiting);
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// The host the scheduler named for the running job, if it is a plain host name.
+    fn checked_host(&self, host: &str) -> Result<String, Failure> {
+        crate::scheduler::check_host_name(host).map_err(|why| {
+            Failure::other(anyhow!(
+                "job {} runs on a host the scheduler named {why}; nothing was sent to it \
+                 (check the node names in the scheduler)",
+                self.job
+            ))
+        })?;
+        Ok(host.to_owned())
+    }
+
+    /// One poll of a pending job: the progress activity started, a new queue reason told,
+    /// a resubmission whose nodes stay gone given up.
+    fn note_pending(&self, queued: &mut Queued, status: &JobStatus) -> Result<(), Failure> {
+        if queued.activity.is_none() {
+            queued.activity = self.ui.activity(
+                LVL_TALKATIVE,
+                ACT_UNKNOWN,
+                &format!("waiting for job {} to start", self.job),
+                serde_json::json!([]),
+            );
+        }
+        if status.reason != queued.last_reason {
+            if let Some(r) = status.reason.as_deref() {
+                self.ui.info(&format!(
+                    "nsh: job {} is waiting in the queue ({r})",
+                    self.job
+                ));
+            }
+            queued.last_reason = status.reason.clone();
+        }
+        if self.attempt > 0 && status.waits_for_nodes {
+            queued.nodes_gone_since.get_or_insert_with(Instant::now);
+        }
+        self.give_up_on_gone_nodes(queued.nodes_gone_since, status)
+    }
+
+    /// The job ended before it was seen running.
+    fn ended_in_queue(&self, status: &JobStatus) -> Failure {
+        let host = status.host.as_deref().filter(|h| !h.is_empty());
+        let ended = failure::job_ended(&self.job, host, status, false);
+        let log = format!("the job's log is {} on the cluster", self.files.log);
+        Failure {
+            error: ended.error.context(log),
+            ..ended
         }
     }
 
