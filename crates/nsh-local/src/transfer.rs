@@ -66,27 +66,8 @@ pub async fn upload_missing(
     if missing.is_empty() {
         return Ok(stats);
     }
-    // Dependencies first, as the whole closure's metadata is ordered.
-    let infos: Vec<PathInfo> = inputs
-        .infos
-        .iter()
-        .filter(|i| missing.contains(&i.path))
-        .cloned()
-        .collect();
-    if infos.len() != missing.len() {
-        bail!(
-            "the local store's metadata lists {} of the {} inputs {} lacks",
-            infos.len(),
-            missing.len(),
-            chan.host
-        );
-    }
-    let mut sources = Vec::with_capacity(infos.len());
-    for info in infos {
-        stats.raw_bytes += info.nar_size;
-        let real = store.real_path(&info.path)?;
-        sources.push((info, real));
-    }
+    let sources = missing_sources(store, inputs, &missing, &chan.host)?;
+    stats.raw_bytes = sources.iter().map(|(info, _)| info.nar_size).sum();
     let mut progress = UploadProgress::start(ui, &chan.host, stats.missing as u64, stats.raw_bytes);
     // NAR serialisation and compression run on a blocking thread, so they overlap with
     // sending the previous chunks.
@@ -116,12 +97,42 @@ pub async fn upload_missing(
         .context("the thread that reads the inputs ended abnormally")??;
     chan.send(&ClientMsg::ImportEnd).await?;
     chan.flush().await?;
+    wait_imported(chan).await?;
+    phases.mark("upload");
+    Ok(stats)
+}
+
+/// The metadata and real paths of the `missing` inputs, dependencies first (the whole
+/// closure's metadata is ordered).
+fn missing_sources(
+    store: &LocalStore,
+    inputs: &Inputs,
+    missing: &HashSet<String>,
+    host: &str,
+) -> Result<Vec<(PathInfo, PathBuf)>> {
+    let infos: Vec<&PathInfo> = inputs
+        .infos
+        .iter()
+        .filter(|i| missing.contains(&i.path))
+        .collect();
+    if infos.len() != missing.len() {
+        bail!(
+            "the local store's metadata lists {} of the {} inputs {host} lacks",
+            infos.len(),
+            missing.len(),
+        );
+    }
+    infos
+        .into_iter()
+        .map(|info| Ok((info.clone(), store.real_path(&info.path)?)))
+        .collect()
+}
+
+/// Reads the agent's acks after `ImportEnd` until it says the import is complete.
+async fn wait_imported(chan: &mut AgentChannel) -> Result<()> {
     loop {
         match chan.recv().await? {
-            AgentMsg::Imported { .. } => {
-                phases.mark("upload");
-                return Ok(stats);
-            }
+            AgentMsg::Imported { .. } => return Ok(()),
             AgentMsg::ImportAck { .. } => {}
             AgentMsg::Error { message } => bail!(import_failed(&chan.host, &message)),
             other => bail!(
