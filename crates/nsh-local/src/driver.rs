@@ -20,7 +20,7 @@ use crate::local_store::LocalStore;
 use crate::nix_log::{self, Ui};
 use crate::queue_slots::{self, Claim, Slot};
 use crate::routing::{Route, route};
-use crate::scheduler::{Backend, ErrorKind, JobParams, JobSpec, Scheduler};
+use crate::scheduler::{Backend, ErrorKind, JobId, JobParams, JobSpec, Scheduler};
 
 /// Records the bytes a parser consumed, so they can be replayed to Nix's own hook.
 struct RecordingReader<R> {
@@ -327,26 +327,13 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         slot,
         sched,
     } = to_submit;
-    let agent = match AgentBinary::locate() {
-        Ok(a) => a,
-        Err(e) => {
-            ui.error(&format!("nsh: {e:#}"));
-            reply(&Reply::DeclinePermanently);
-            return Some(0);
-        }
-    };
-    let Some(state_dir) = config.state_dir.clone() else {
-        ui.error(&format!(
-            "nsh: 'state-dir' is required when job-scheduler = {}",
-            config.job_scheduler
-        ));
+    let Some((agent, state_dir)) = agent_and_state_dir(ui, config) else {
         reply(&Reply::DeclinePermanently);
         return Some(0);
     };
     let (files, token) = job_script::fresh_job(&state_dir, &agent.file_name);
-    let name = drv_name(&offer.drv_path);
     let spec = JobSpec {
-        name: format!("nsh-{name}"),
+        name: format!("nsh-{}", drv_name(&offer.drv_path)),
         script: job_script::render(
             config,
             &files,
@@ -360,26 +347,9 @@ async fn submit_and_build<R: Read, S: Scheduler>(
         exclude_hosts: Vec::new(),
     };
     let phases = crate::phases::Phases::new();
-    let job = match sched.submit(&spec).await {
+    let job = match submit_job(ui, sched, &spec, &offer.drv_path).await {
         Ok(j) => j,
-        // Nix offers it again after build-poll-interval seconds: by then jobs may have ended.
-        Err(e) if sched.error_kind(&e) == ErrorKind::Refused => {
-            tracing::debug!(
-                drv = offer.drv_path,
-                "submission refused for a limit: {e:#}"
-            );
-            reply(&Reply::Postpone);
-            return None;
-        }
-        Err(e) => {
-            ui.error(&format!(
-                "nsh: cannot submit the job for {} to {}: {e:#}",
-                offer.drv_path,
-                sched.describe()
-            ));
-            reply(&Reply::DeclinePermanently);
-            return Some(0);
-        }
+        Err(exit) => return exit,
     };
     phases.mark("submit");
     // Started before the reply: from here on, however the hook ends, the job ends too.
@@ -429,6 +399,48 @@ async fn submit_and_build<R: Read, S: Scheduler>(
     };
     // The queue slot stays with this hook (and each job's reaper) across resubmissions.
     Some(crate::resubmit::run(build, sched, spec, reaper, slot.as_ref()).await)
+}
+
+/// The agent binary to deploy and the state dir its jobs use, or `None` after saying why.
+fn agent_and_state_dir(ui: &Ui, config: &Config) -> Option<(AgentBinary, String)> {
+    let agent = AgentBinary::locate()
+        .map_err(|e| ui.error(&format!("nsh: {e:#}")))
+        .ok()?;
+    let Some(state_dir) = config.state_dir.clone() else {
+        ui.error(&format!(
+            "nsh: 'state-dir' is required when job-scheduler = {}",
+            config.job_scheduler
+        ));
+        return None;
+    };
+    Some((agent, state_dir))
+}
+
+/// Submits the job. A refusal for a limit postpones the build (Nix offers it again after
+/// build-poll-interval seconds: by then jobs may have ended) and gives `Err(None)`; any
+/// other failure declines it for good and gives `Err(Some(0))`.
+async fn submit_job<S: Scheduler>(
+    ui: &Ui,
+    sched: &S,
+    spec: &JobSpec,
+    drv_path: &str,
+) -> Result<JobId, Option<i32>> {
+    match sched.submit(spec).await {
+        Ok(j) => Ok(j),
+        Err(e) if sched.error_kind(&e) == ErrorKind::Refused => {
+            tracing::debug!(drv = drv_path, "submission refused for a limit: {e:#}");
+            reply(&Reply::Postpone);
+            Err(None)
+        }
+        Err(e) => {
+            ui.error(&format!(
+                "nsh: cannot submit the job for {drv_path} to {}: {e:#}",
+                sched.describe()
+            ));
+            reply(&Reply::DeclinePermanently);
+            Err(Some(0))
+        }
+    }
 }
 
 /// The job's environment: a PATH that finds Nix where clusters install it, and the
