@@ -87,6 +87,85 @@ pub struct AgentInfo {
     pub store: String,
 }
 
+/// The SSH command that reaches the agent's socket: the agent's `connect` itself, or
+/// (`Checked`) a shell that first makes sure the state dir and the agent are there.
+fn connect_command(
+    session: Arc<Session>,
+    files: &JobFiles,
+    how: Connect<'_>,
+) -> openssh::OwningCommand<Arc<Session>> {
+    match how {
+        Connect::Agent { wait_secs } => {
+            let mut c = Session::to_command(session, files.agent.clone());
+            c.arg("connect")
+                .arg(&files.socket)
+                .arg("--wait-secs")
+                .arg(wait_secs.to_string());
+            c
+        }
+        Connect::Checked {
+            agent_file,
+            wait_secs,
+        } => {
+            let mut c = Session::to_command(session, "sh".to_string());
+            c.arg("-c")
+                .arg(agent_deploy::connect_script())
+                .arg("nsh-connect")
+                .arg(&files.state)
+                .arg(agent_file)
+                .arg(&files.socket)
+                .arg(wait_secs.to_string());
+            c
+        }
+    }
+}
+
+/// Keeps the first [`STDERR_KEPT`] bytes of the connection's stderr, for errors.
+async fn keep_stderr(mut from: openssh::ChildStderr, kept: Arc<std::sync::Mutex<Vec<u8>>>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+        let mut k = kept.lock().unwrap_or_else(|p| p.into_inner());
+        let room = STDERR_KEPT.saturating_sub(k.len());
+        k.extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
+    }
+}
+
+/// The agent's answer to `Hello`: what it told about itself and its lease, or why not.
+fn hello_answer(host: &str, answer: AgentMsg) -> Result<(AgentInfo, Duration)> {
+    match answer {
+        AgentMsg::Hello {
+            version,
+            hostname,
+            nix_version,
+            store,
+            lease_ms,
+        } => {
+            if version != PROTOCOL_VERSION {
+                bail!(
+                    "the agent on {host} speaks protocol {version}, nsh speaks \
+                     {PROTOCOL_VERSION}; this should not happen as the agent is uploaded by \
+                     content — remove the state dir's agents/ directory"
+                );
+            }
+            let info = AgentInfo {
+                hostname,
+                nix_version,
+                store,
+            };
+            Ok((info, Duration::from_millis(lease_ms)))
+        }
+        AgentMsg::Error { message } => Err(AgentRefused {
+            host: host.to_owned(),
+            message,
+        }
+        .into()),
+        other => bail!("the agent on {host} answered the handshake with {other:?}"),
+    }
+}
+
 impl AgentChannel {
     /// Connects to the agent serving `socket` on `host` and shakes hands with `token`.
     pub async fn open(
@@ -97,30 +176,7 @@ impl AgentChannel {
         token: &str,
     ) -> Result<(AgentChannel, AgentInfo)> {
         let checked = matches!(how, Connect::Checked { .. });
-        let mut cmd = match how {
-            Connect::Agent { wait_secs } => {
-                let mut c = Session::to_command(session, files.agent.clone());
-                c.arg("connect")
-                    .arg(&files.socket)
-                    .arg("--wait-secs")
-                    .arg(wait_secs.to_string());
-                c
-            }
-            Connect::Checked {
-                agent_file,
-                wait_secs,
-            } => {
-                let mut c = Session::to_command(session, "sh".to_string());
-                c.arg("-c")
-                    .arg(agent_deploy::connect_script())
-                    .arg("nsh-connect")
-                    .arg(&files.state)
-                    .arg(agent_file)
-                    .arg(&files.socket)
-                    .arg(wait_secs.to_string());
-                c
-            }
-        };
+        let mut cmd = connect_command(session, files, how);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -129,20 +185,10 @@ impl AgentChannel {
             .await
             .with_context(|| format!("cannot start the agent connection on {host}"))?;
         let stderr = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stderr_reader = child.stderr().take().map(|mut from| {
-            let kept = Arc::clone(&stderr);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = from.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                    let mut k = kept.lock().unwrap_or_else(|p| p.into_inner());
-                    let room = STDERR_KEPT.saturating_sub(k.len());
-                    k.extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
-                }
-            })
-        });
+        let stderr_reader = child
+            .stderr()
+            .take()
+            .map(|from| tokio::spawn(keep_stderr(from, Arc::clone(&stderr))));
         let stdin = child
             .stdin()
             .take()
@@ -168,41 +214,12 @@ impl AgentChannel {
             (Err(e), true) if e.is::<ChannelLost>() => return Err(chan.why_ended(e, files).await),
             (Err(e), _) => return Err(e),
         };
-        match answer {
-            AgentMsg::Hello {
-                version,
-                hostname,
-                nix_version,
-                store,
-                lease_ms,
-            } => {
-                if version != PROTOCOL_VERSION {
-                    bail!(
-                        "the agent on {host} speaks protocol {version}, nsh speaks \
-                         {PROTOCOL_VERSION}; this should not happen as the agent is uploaded \
-                         by content — remove the state dir's agents/ directory"
-                    );
-                }
-                // The agent ends the build if its client is silent for its lease. Waits
-                // can be longer — a big import, another job's upload, a long build — so a
-                // task pings throughout, whatever the rest of nsh is doing.
-                chan.start_keepalive(keepalive_for(Duration::from_millis(lease_ms)));
-                Ok((
-                    chan,
-                    AgentInfo {
-                        hostname,
-                        nix_version,
-                        store,
-                    },
-                ))
-            }
-            AgentMsg::Error { message } => Err(AgentRefused {
-                host: host.to_owned(),
-                message,
-            }
-            .into()),
-            other => bail!("the agent on {host} answered the handshake with {other:?}"),
-        }
+        let (info, lease) = hello_answer(host, answer)?;
+        // The agent ends the build if its client is silent for its lease. Waits can be
+        // longer — a big import, another job's upload, a long build — so a task pings
+        // throughout, whatever the rest of nsh is doing.
+        chan.start_keepalive(keepalive_for(lease));
+        Ok((chan, info))
     }
 
     async fn handshake(&mut self, token: &str) -> Result<AgentMsg> {
