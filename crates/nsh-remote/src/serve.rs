@@ -265,16 +265,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     unsafe {
         libc::umask(0o077);
     }
-    let token = std::env::var(TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.is_empty())
-        .with_context(|| {
-            format!("{TOKEN_ENV} is not set: the job script must export the per-job token")
-        })?;
-    // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
-    unsafe {
-        std::env::remove_var(TOKEN_ENV);
-    }
+    let token = take_token()?;
     crate::timing::begin();
     install_signal_handlers();
     // A Nix that cannot start is reported to the client over the socket (below), with
@@ -306,15 +297,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     let host = hostname();
     let locks = StoreLocks::new(lock_dir(&state_dir, &host, &opts.store));
     let sock = opts.dir.join(SOCKET_NAME);
-    match fs::remove_file(&sock) {
-        Ok(()) => log!("removed stale {}", sock.display()),
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing stale {}", sock.display())),
-    }
-    let listener =
-        UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
-    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod 0600 {}", sock.display()))?;
+    let listener = bind_private(&sock)?;
     let (nix, nix_version, (queries, first_import)) = match nix {
         Ok(n) => n,
         Err(e) => crate::refuse::serve(listener, &opts.dir, &token, &e, opts.lease),
@@ -351,10 +334,46 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     crate::timing::mark("serving");
     let a = Arc::clone(&agent);
     thread::spawn(move || a.watch());
+    accept_loop(&agent, &listener);
+    Ok(())
+}
+
+/// The per-job token from the environment, removed from it so no child inherits it.
+fn take_token() -> Result<String> {
+    let token = std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .with_context(|| {
+            format!("{TOKEN_ENV} is not set: the job script must export the per-job token")
+        })?;
+    // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
+    unsafe {
+        std::env::remove_var(TOKEN_ENV);
+    }
+    Ok(token)
+}
+
+/// The agent's socket at `sock` (a stale one from an earlier run removed), mode 0600.
+fn bind_private(sock: &Path) -> Result<UnixListener> {
+    match fs::remove_file(sock) {
+        Ok(()) => log!("removed stale {}", sock.display()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", sock.display())),
+    }
+    let listener =
+        UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
+    fs::set_permissions(sock, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", sock.display()))?;
+    Ok(listener)
+}
+
+/// Serves each connection on its own thread, until the process exits (the watchdog, a
+/// goodbye or a signal ends it).
+fn accept_loop(agent: &Arc<Agent>, listener: &UnixListener) {
     for stream in listener.incoming() {
         match stream {
             Ok(s) => {
-                let a = Arc::clone(&agent);
+                let a = Arc::clone(agent);
                 let id = agent.new_conn_id();
                 thread::spawn(move || session::serve(a, s, id));
             }
@@ -365,5 +384,4 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             }
         }
     }
-    Ok(())
 }
