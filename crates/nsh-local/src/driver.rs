@@ -354,15 +354,7 @@ async fn submit_and_build<R: Read, S: Scheduler>(
     phases.mark("submit");
     // Started before the reply: from here on, however the hook ends, the job ends too.
     // The reaper keeps the queue slot until the job has left the queue.
-    let reaper = match crate::reaper::spawn(&job, slot.as_ref()) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            ui.warn(&format!(
-                "nsh: {e:#}; job {job} may outlive an interrupted build"
-            ));
-            None
-        }
-    };
+    let reaper = crate::reaper::spawn_or_warn(ui, &job, slot.as_ref());
     accept(ui, format!("{} job {job}", sched.name()));
     ui.info(&format!(
         "nsh: submitted {} as job {job} to {}",

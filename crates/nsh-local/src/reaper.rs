@@ -67,6 +67,22 @@ impl ReaperHandle {
     }
 }
 
+/// [`spawn`], or `None` after warning the user that the job may outlive an interrupted
+/// build (the build itself goes on: the hook still cancels the job on every path it sees).
+pub fn spawn_or_warn(
+    ui: &crate::nix_log::Ui,
+    job: &JobId,
+    slot: Option<&Slot>,
+) -> Option<ReaperHandle> {
+    spawn(job, slot)
+        .map_err(|e| {
+            ui.warn(&format!(
+                "nsh: {e:#}; job {job} may outlive an interrupted build"
+            ))
+        })
+        .ok()
+}
+
 /// Starts the reaper for `job`; it keeps `slot` (if any) until the job is gone.
 pub fn spawn(job: &JobId, slot: Option<&Slot>) -> Result<ReaperHandle> {
     let exe = std::env::current_exe().context("cannot find nsh's own executable")?;

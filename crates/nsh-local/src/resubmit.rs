@@ -92,55 +92,53 @@ pub async fn run<S: Scheduler>(
             host: failure.host,
             error: failure.error,
         });
-        // The same state dir as the lost job's.
-        let (files, token) = job_script::fresh_job(&build.files.state, &build.agent.file_name);
-        spec.script = job_script::render(
-            build.config,
-            &files,
-            &build.drv_path,
-            &token,
-            sched.cpu_count_vars(),
-        );
-        spec.exclude_hosts = lost_hosts(&lost);
-        let new_job = match sched.submit(&spec).await {
-            Ok(j) => {
-                build.phases.mark("resubmit");
-                j
-            }
-            Err(e) => {
-                let failure = Failure {
-                    kind: FailureKind::Infrastructure,
-                    error: e.context(format!(
-                        "cannot resubmit {} to {} (avoiding {})",
-                        build.drv_path,
-                        sched.describe(),
-                        spec.exclude_hosts.join(", ")
-                    )),
-                    host: None,
-                };
-                return report(ui, failure, &lost, build.config.max_resubmits);
-            }
-        };
-        reaper = match reaper::spawn(&new_job, slot) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                ui.warn(&format!(
-                    "nsh: {e:#}; job {new_job} may outlive an interrupted build"
-                ));
-                None
-            }
-        };
+        if let Err(failure) = resubmit_job(&mut build, sched, &mut spec, &lost).await {
+            return report(ui, failure, &lost, build.config.max_resubmits);
+        }
+        reaper = reaper::spawn_or_warn(ui, &build.job, slot);
         ui.info(&format!(
-            "nsh: resubmitted {} as job {new_job} to {}, after losing it on {}",
+            "nsh: resubmitted {} as job {} to {}, after losing it on {}",
             build.drv_path,
+            build.job,
             sched.describe(),
             spec.exclude_hosts.join(", ")
         ));
-        build.job = new_job;
-        build.files = files;
-        build.token = token;
-        build.attempt += 1;
     }
+}
+
+/// Submits the build again as a fresh job (a new job dir and token in the same state dir,
+/// the nodes already lost excluded) and points `build` at it.
+async fn resubmit_job<S: Scheduler>(
+    build: &mut Build<'_>,
+    sched: &S,
+    spec: &mut JobSpec,
+    lost: &[Lost],
+) -> Result<(), Failure> {
+    let (files, token) = job_script::fresh_job(&build.files.state, &build.agent.file_name);
+    spec.script = job_script::render(
+        build.config,
+        &files,
+        &build.drv_path,
+        &token,
+        sched.cpu_count_vars(),
+    );
+    spec.exclude_hosts = lost_hosts(lost);
+    let job = sched.submit(spec).await.map_err(|e| Failure {
+        kind: FailureKind::Infrastructure,
+        error: e.context(format!(
+            "cannot resubmit {} to {} (avoiding {})",
+            build.drv_path,
+            sched.describe(),
+            spec.exclude_hosts.join(", ")
+        )),
+        host: None,
+    })?;
+    build.phases.mark("resubmit");
+    build.job = job;
+    build.files = files;
+    build.token = token;
+    build.attempt += 1;
+    Ok(())
 }
 
 /// The nodes where earlier jobs were lost, each once, in order.
