@@ -75,8 +75,7 @@ pub fn run(verbosity: &str) -> i32 {
             ui.warn(&format!("nsh: {w}"));
         }
     }
-    let mut fallback: Option<Fallback> = None;
-    let mut fallback_failed = false;
+    let mut elsewhere = Elsewhere::default();
 
     loop {
         let request = match hook::read_request(&mut input) {
@@ -89,9 +88,7 @@ pub fn run(verbosity: &str) -> i32 {
         let raw_offer = input.take_recorded();
         let offer = match request {
             HookRequest::Eof => {
-                if let Some(f) = fallback {
-                    f.close();
-                }
+                elsewhere.close();
                 return 0;
             }
             HookRequest::Try(o) => o,
@@ -108,40 +105,9 @@ pub fn run(verbosity: &str) -> i32 {
         match route(config, &offer.system, &offer.required_features) {
             Route::Elsewhere(why) => {
                 tracing::debug!(drv = offer.drv_path, why, "not for the cluster");
-                if fallback.is_none() && !fallback_failed {
-                    match Fallback::start(verbosity, &raw_settings) {
-                        Ok(f) => fallback = Some(f),
-                        Err(e) => {
-                            fallback_failed = true;
-                            tracing::debug!("no fallback hook: {e:#}");
-                        }
-                    }
-                }
-                let Some(f) = fallback.as_mut() else {
-                    reply(&Reply::Decline);
-                    continue;
-                };
-                match f.offer(&raw_offer) {
-                    Ok(line) if line == "# accept" => {
-                        let machine = f.machine_line().unwrap_or_default();
-                        accept(&ui, machine);
-                        let rest = read_rest(&mut input);
-                        return match fallback.take().map(|f| f.finish(&rest)) {
-                            Some(Ok(code)) => code,
-                            Some(Err(e)) => {
-                                ui.error(&format!("nsh: Nix's own build hook failed: {e:#}"));
-                                1
-                            }
-                            None => 1,
-                        };
-                    }
-                    Ok(line) => nix_log::emit(&format!("{line}\n")),
-                    Err(e) => {
-                        tracing::debug!("fallback hook failed: {e:#}");
-                        fallback = None;
-                        fallback_failed = true;
-                        reply(&Reply::Decline);
-                    }
+                let started = elsewhere.start(verbosity, &raw_settings);
+                if let Some(code) = started.and_then(|f| f.offer(&ui, &raw_offer, &mut input)) {
+                    return code;
                 }
             }
             Route::Cluster => {
@@ -151,6 +117,78 @@ pub fn run(verbosity: &str) -> i32 {
                     return code;
                 }
             }
+        }
+    }
+}
+
+/// Nix's own build hook, for what is not the cluster's: started at the first such offer,
+/// and not again once it failed.
+#[derive(Default)]
+struct Elsewhere {
+    fallback: Option<Fallback>,
+    failed: bool,
+}
+
+impl Elsewhere {
+    /// The running fallback, started if need be; `None` (after declining the offer) if
+    /// there is none.
+    fn start(&mut self, verbosity: &str, raw_settings: &[u8]) -> Option<&mut Self> {
+        if self.fallback.is_none() && !self.failed {
+            match Fallback::start(verbosity, raw_settings) {
+                Ok(f) => self.fallback = Some(f),
+                Err(e) => {
+                    self.failed = true;
+                    tracing::debug!("no fallback hook: {e:#}");
+                }
+            }
+        }
+        if self.fallback.is_none() {
+            reply(&Reply::Decline);
+            return None;
+        }
+        Some(self)
+    }
+
+    /// Passes the offer on and relays the fallback's answer. `Some(exit code)` when it
+    /// accepted: it then builds, and this hook ends with it.
+    fn offer<R: Read>(
+        &mut self,
+        ui: &Ui,
+        raw_offer: &[u8],
+        input: &mut RecordingReader<R>,
+    ) -> Option<i32> {
+        let f = self.fallback.as_mut()?;
+        match f.offer(raw_offer) {
+            Ok(line) if line == "# accept" => {
+                accept(ui, f.machine_line().unwrap_or_default());
+                let rest = read_rest(input);
+                let finished = self.fallback.take().map(|f| f.finish(&rest));
+                Some(match finished {
+                    Some(Ok(code)) => code,
+                    Some(Err(e)) => {
+                        ui.error(&format!("nsh: Nix's own build hook failed: {e:#}"));
+                        1
+                    }
+                    None => 1,
+                })
+            }
+            Ok(line) => {
+                nix_log::emit(&format!("{line}\n"));
+                None
+            }
+            Err(e) => {
+                tracing::debug!("fallback hook failed: {e:#}");
+                self.fallback = None;
+                self.failed = true;
+                reply(&Reply::Decline);
+                None
+            }
+        }
+    }
+
+    fn close(self) {
+        if let Some(f) = self.fallback {
+            f.close();
         }
     }
 }
