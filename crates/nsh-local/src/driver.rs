@@ -75,7 +75,11 @@ pub fn run(verbosity: &str) -> i32 {
             ui.warn(&format!("nsh: {w}"));
         }
     }
-    let mut elsewhere = Elsewhere::default();
+    let mut elsewhere = Elsewhere {
+        verbosity,
+        raw_settings: &raw_settings,
+        fallback: FallbackState::NotStarted,
+    };
 
     loop {
         let request = match hook::read_request(&mut input) {
@@ -105,8 +109,7 @@ pub fn run(verbosity: &str) -> i32 {
         match route(config, &offer.system, &offer.required_features) {
             Route::Elsewhere(why) => {
                 tracing::debug!(drv = offer.drv_path, why, "not for the cluster");
-                let started = elsewhere.start(verbosity, &raw_settings);
-                if let Some(code) = started.and_then(|f| f.offer(&ui, &raw_offer, &mut input)) {
+                if let Some(code) = elsewhere.offer(&ui, &raw_offer, &mut input) {
                     return code;
                 }
             }
@@ -123,54 +126,55 @@ pub fn run(verbosity: &str) -> i32 {
 
 /// Nix's own build hook, for what is not the cluster's: started at the first such offer,
 /// and not again once it failed.
-#[derive(Default)]
-struct Elsewhere {
-    fallback: Option<Fallback>,
-    failed: bool,
+struct Elsewhere<'a> {
+    verbosity: &'a str,
+    /// The settings block as Nix sent it, replayed to the fallback when it starts.
+    raw_settings: &'a [u8],
+    fallback: FallbackState,
 }
 
-impl Elsewhere {
-    /// The running fallback, started if need be; `None` (after declining the offer) if
-    /// there is none.
-    fn start(&mut self, verbosity: &str, raw_settings: &[u8]) -> Option<&mut Self> {
-        if self.fallback.is_none() && !self.failed {
-            match Fallback::start(verbosity, raw_settings) {
-                Ok(f) => self.fallback = Some(f),
-                Err(e) => {
-                    self.failed = true;
-                    tracing::debug!("no fallback hook: {e:#}");
-                }
-            }
-        }
-        if self.fallback.is_none() {
-            reply(&Reply::Decline);
-            return None;
-        }
-        Some(self)
-    }
+enum FallbackState {
+    NotStarted,
+    Running(Fallback),
+    Failed,
+}
 
-    /// Passes the offer on and relays the fallback's answer. `Some(exit code)` when it
-    /// accepted: it then builds, and this hook ends with it.
+impl Elsewhere<'_> {
+    /// Passes the offer to the fallback (started if need be) and relays its answer, or
+    /// declines when there is none. `Some(exit code)` when it accepted: it then builds,
+    /// and this hook ends with it.
     fn offer<R: Read>(
         &mut self,
         ui: &Ui,
         raw_offer: &[u8],
         input: &mut RecordingReader<R>,
     ) -> Option<i32> {
-        let f = self.fallback.as_mut()?;
+        if let FallbackState::NotStarted = self.fallback {
+            self.fallback = match Fallback::start(self.verbosity, self.raw_settings) {
+                Ok(f) => FallbackState::Running(f),
+                Err(e) => {
+                    tracing::debug!("no fallback hook: {e:#}");
+                    FallbackState::Failed
+                }
+            };
+        }
+        let FallbackState::Running(f) = &mut self.fallback else {
+            reply(&Reply::Decline);
+            return None;
+        };
         match f.offer(raw_offer) {
             Ok(line) if line == "# accept" => {
                 accept(ui, f.machine_line().unwrap_or_default());
                 let rest = read_rest(input);
-                let finished = self.fallback.take().map(|f| f.finish(&rest));
-                Some(match finished {
-                    Some(Ok(code)) => code,
-                    Some(Err(e)) => {
-                        ui.error(&format!("nsh: Nix's own build hook failed: {e:#}"));
-                        1
-                    }
-                    None => 1,
-                })
+                let FallbackState::Running(f) =
+                    std::mem::replace(&mut self.fallback, FallbackState::Failed)
+                else {
+                    return Some(1);
+                };
+                Some(f.finish(&rest).unwrap_or_else(|e| {
+                    ui.error(&format!("nsh: Nix's own build hook failed: {e:#}"));
+                    1
+                }))
             }
             Ok(line) => {
                 nix_log::emit(&format!("{line}\n"));
@@ -178,8 +182,7 @@ impl Elsewhere {
             }
             Err(e) => {
                 tracing::debug!("fallback hook failed: {e:#}");
-                self.fallback = None;
-                self.failed = true;
+                self.fallback = FallbackState::Failed;
                 reply(&Reply::Decline);
                 None
             }
@@ -187,7 +190,7 @@ impl Elsewhere {
     }
 
     fn close(self) {
-        if let Some(f) = self.fallback {
+        if let FallbackState::Running(f) = self.fallback {
             f.close();
         }
     }
@@ -481,11 +484,9 @@ fn job_environment() -> Vec<(String, String)> {
         "/usr/local/bin:/usr/bin:/bin:/nix/var/nix/profiles/default/bin".to_string(),
     )];
     // The level the hook compresses at, checked, so the agent answers in kind.
-    if std::env::var_os(compression::LEVEL_ENV).is_some() {
-        env.push((
-            compression::LEVEL_ENV.into(),
-            compression::level().to_string(),
-        ));
+    if let Ok(asked) = std::env::var(compression::LEVEL_ENV) {
+        let level = compression::level_from(Some(&asked));
+        env.push((compression::LEVEL_ENV.into(), level.to_string()));
     }
     env
 }
